@@ -1,0 +1,145 @@
+# ringmail build.  `make` builds the three binaries; `make test` and `make run`
+# install missing Debian packages first (scripts/deps.sh).
+#
+# Variants, each in its own folder so they never mix objects:
+#   build/         -O2 -g, jemalloc as the allocator: what is installed and benchmarked
+#   build/asan/    ASan+UBSan, system malloc: unit and integration tests
+#   build/fuzz/    clang, libFuzzer instrumentation + ASan+UBSan: fuzzers
+#   build/bench/   Google Benchmark microbenchmarks over the -O2 objects
+
+CC      ?= gcc
+CXX     ?= g++
+CLANG   ?= clang
+PREFIX  ?= /usr/local
+FUZZ_SECONDS ?= 60
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS := -D_GNU_SOURCE -I.
+CFLAGS   := -std=gnu11 -O2 -g -pthread $(WARN)
+SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LIBS     := -luring -lconfig -lxxhash -lcares -lcrypt -lwolfssl -lpthread
+
+# Library sources: everything in core/, proto/, tls/ except the programs' mains,
+# plus the test protocol handler (tests/line_echo.c) that ringmaild serves as
+# protocol "echo".
+MAINS    := core/ringmaild.c core/ringmailctl.c bench/ringmail_bench.c
+LIB_SRC  := $(filter-out $(MAINS),$(wildcard core/*.c proto/*.c tls/*.c)) tests/line_echo.c
+LIB_HDR  := $(wildcard core/*.h proto/*.h tls/*.h tests/*.h)
+
+OBJ      := $(patsubst %.c,build/obj/%.o,$(LIB_SRC))
+ASAN_OBJ := $(patsubst %.c,build/asan/obj/%.o,$(LIB_SRC))
+FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC))
+
+BINS      := build/ringmaild build/ringmail-bench build/ringmailctl
+ASAN_BINS := build/asan/ringmaild build/asan/ringmail-bench build/asan/ringmailctl
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
+FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+BENCH_SRC := $(wildcard bench/bench_*.cc)
+BENCH_BINS:= $(patsubst bench/%.cc,build/bench/%,$(BENCH_SRC))
+
+.PHONY: all asan unit fuzzers benches deps test run fuzz bench bench-idle install clean
+all: $(BINS)
+asan: $(ASAN_BINS)
+unit: $(UNIT_BINS)
+fuzzers: $(FUZZ_BINS)
+benches: $(BENCH_BINS)
+
+deps:
+	@./scripts/deps.sh
+
+# --- release build ---------------------------------------------------------
+build/obj/%.o: %.c $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+build/libringmail.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/ringmaild: build/obj/core/ringmaild.o build/libringmail.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -ljemalloc
+build/ringmailctl: build/obj/core/ringmailctl.o build/libringmail.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -ljemalloc
+build/ringmail-bench: build/obj/bench/ringmail_bench.o build/libringmail.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -ljemalloc
+
+# --- sanitizer build (tests) -------------------------------------------------
+build/asan/obj/%.o: %.c $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -O1 $(SAN) -c $< -o $@
+
+build/asan/libringmail.a: $(ASAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/asan/ringmaild: build/asan/obj/core/ringmaild.o build/asan/libringmail.a
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
+build/asan/ringmailctl: build/asan/obj/core/ringmailctl.o build/asan/libringmail.a
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
+build/asan/ringmail-bench: build/asan/obj/bench/ringmail_bench.o build/asan/libringmail.a
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
+
+build/asan/tests/%: tests/unit/%.c build/asan/libringmail.a $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -O1 $(SAN) -o $@ $< build/asan/libringmail.a -lcmocka $(LIBS)
+
+# --- fuzzers (clang + libFuzzer) ------------------------------------------
+FUZZ_CFLAGS := -std=gnu11 -O1 -g -pthread $(WARN) -Wno-unknown-warning-option \
+	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+
+build/fuzz/obj/%.o: %.c $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+
+build/fuzz/libringmail.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/%: fuzz/%.c build/fuzz/libringmail.a $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libringmail.a $(LIBS)
+
+# --- microbenchmarks (Google Benchmark) -------------------------------------
+build/bench/%: bench/%.cc build/libringmail.a $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) -std=c++17 -O2 -g -Wall -Wextra -Werror -o $@ $< build/libringmail.a \
+		-lbenchmark -lbenchmark_main $(LIBS)
+
+# --- entry points -------------------------------------------------------------
+test: deps
+	$(MAKE) all asan unit fuzzers benches
+	./scripts/test.sh
+
+run: deps
+	$(MAKE) all
+	./scripts/run.sh
+
+# Long fuzz runs; new inputs are kept in fuzz/corpus/NAME.
+fuzz: deps
+	$(MAKE) fuzzers
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh long
+
+bench: deps
+	$(MAKE) benches
+	@set -e; for b in $(BENCH_BINS); do echo "== $$b"; $$b --benchmark_min_time=0.2; done
+
+# ringmail-bench load run: memory per idle connection (docs/BENCHMARKS.md).
+bench-idle: deps
+	$(MAKE) all
+	./scripts/bench-idle.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ringmail \
+		$(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 755 build/ringmaild $(DESTDIR)$(PREFIX)/sbin/ringmaild
+	install -m 755 build/ringmailctl $(DESTDIR)$(PREFIX)/sbin/ringmailctl
+	install -m 755 build/ringmail-bench $(DESTDIR)$(PREFIX)/bin/ringmail-bench
+	test -e $(DESTDIR)/etc/ringmail/ringmail.conf || \
+		install -m 644 configs/ringmail.conf $(DESTDIR)/etc/ringmail/ringmail.conf
+	install -m 644 docs/ringmaild.8 $(DESTDIR)$(PREFIX)/share/man/man8/ringmaild.8
+
+clean:
+	rm -rf build

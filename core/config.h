@@ -1,0 +1,86 @@
+/*
+ * NAME
+ *	config - ringmaild configuration (libconfig syntax)
+ * SUMMARY
+ *	#include "core/config.h"
+ *
+ *	int rm_config_load_file(struct rm_config *cfg, const char *path,
+ *				char *err, size_t err_size);
+ *	int rm_config_load_string(struct rm_config *cfg, const char *text,
+ *				  const char *name, char *err, size_t err_size);
+ *	void rm_config_free(struct rm_config *cfg);
+ * DESCRIPTION
+ *	The whole configuration is read and checked at once into a plain struct
+ *	that the rest of the daemon reads without libconfig.  Every limit has a
+ *	named setting and a default (rm_config_defaults); unknown settings are
+ *	errors, so that a typo never silently falls back to a default.
+ *
+ *	The load functions return 0 on success.  On failure they return -1 and
+ *	write exactly one line "FILE:LINE: what is wrong" (no newline) into err;
+ *	cfg then holds nothing that needs freeing.
+ * DIAGNOSTICS
+ *	None printed: the caller prints err and exits 2.
+ */
+#ifndef RM_CONFIG_H
+#define RM_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#define RM_LISTENERS_MAX 32
+#define RM_WORKERS_MAX 64
+#define RM_NAME_MAX 32
+
+enum rm_log_level { RM_LOG_ERROR = 0, RM_LOG_WARN, RM_LOG_INFO, RM_LOG_DEBUG };
+
+enum rm_tls_mode { RM_TLS_NONE = 0, RM_TLS_STARTTLS, RM_TLS_IMPLICIT };
+
+struct rm_listener_config {
+	char name[RM_NAME_MAX];
+	char protocol[RM_NAME_MAX];	/* "echo", "control"; smtp/imap/pop3 later */
+	char address[64];		/* numeric IPv4/IPv6, or a path for protocol "control" */
+	uint16_t port;
+	enum rm_tls_mode tls;
+	uint32_t idle_timeout_ms;	/* 0 = the global limits.idle_timeout_ms */
+	int config_line;		/* where it was defined, for later messages */
+};
+
+struct rm_limits {
+	uint32_t connections_per_worker;	/* preallocated slots */
+	uint32_t buffers_per_worker;		/* provided-buffer ring entries, power of 2 */
+	uint32_t buffer_size_bytes;		/* each provided buffer */
+	uint32_t write_blocks_per_worker;	/* 4 KiB blocks for copied output */
+	uint32_t output_bytes_max;		/* queued output per connection */
+	uint32_t line_length_max;		/* for line protocols (echo) */
+	uint32_t idle_timeout_ms;
+	uint32_t connect_timeout_ms;
+	uint32_t shutdown_timeout_ms;		/* SIGTERM grace for sessions */
+	uint32_t listen_backlog;
+};
+
+struct rm_config {
+	char path[256];
+	uint32_t workers;			/* 0 in file = online CPUs; resolved here */
+	enum rm_log_level log_level;
+	bool log_syslog;			/* log_target = "syslog" */
+	char user[64];				/* "" = stay as started */
+	bool allow_root;
+	char spool_dir[256];
+	char control_socket[256];		/* "" = no control socket */
+	struct rm_limits limits;
+	uint32_t listener_count;
+	struct rm_listener_config listeners[RM_LISTENERS_MAX];
+};
+
+void rm_config_defaults(struct rm_config *cfg);
+int rm_config_load_file(struct rm_config *cfg, const char *path, char *err, size_t err_size);
+int rm_config_load_string(struct rm_config *cfg, const char *text, const char *name,
+			  char *err, size_t err_size);
+void rm_config_free(struct rm_config *cfg);
+
+const char *rm_log_level_name(enum rm_log_level level);
+const char *rm_tls_mode_name(enum rm_tls_mode mode);
+
+#endif

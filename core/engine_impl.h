@@ -1,0 +1,81 @@
+/*
+ * NAME
+ *	engine_impl - the worker structure, shared by engine.c and daemon.c only
+ * DESCRIPTION
+ *	Sessions never include this: they see struct rm_worker as opaque and use
+ *	the functions of engine.h.
+ */
+#ifndef RM_ENGINE_IMPL_H
+#define RM_ENGINE_IMPL_H
+
+#include <pthread.h>
+#include <liburing.h>
+#include <netinet/tcp.h>
+
+#include "core/engine.h"
+
+#define RM_RING_ENTRIES 4096
+#define RM_BUF_GROUP 0
+#define RM_WRITE_BLOCK_BYTES 4096
+
+struct rm_worker {
+	struct rm_daemon *daemon;
+	unsigned index;
+	int cpu;			/* pinned CPU, -1 = none */
+	pthread_t thread;
+	struct io_uring ring;
+	const struct rm_config *cfg;	/* the generation this worker applied */
+	uint32_t config_generation;
+	_Atomic uint32_t config_acked;
+	_Atomic int exited;
+	int wake_fd;			/* eventfd: stop and reload requests */
+	bool wake_pending;
+
+	/* listening sockets of this worker (SO_REUSEPORT copies) */
+	unsigned listener_count;
+	int listen_fd[RM_LISTENERS_MAX + 1];
+	bool accept_armed[RM_LISTENERS_MAX + 1];
+	int listener_cfg_index[RM_LISTENERS_MAX + 1];	/* -2 = control socket */
+	const struct rm_session_ops *listener_ops[RM_LISTENERS_MAX + 1];
+	const char *listener_name[RM_LISTENERS_MAX + 1];
+
+	/* provided receive buffers */
+	struct io_uring_buf_ring *buf_ring;
+	uint8_t *buf_base;
+	uint32_t buf_count, buf_size, bufs_free;
+	uint16_t *buf_refs;
+
+	/* connection slots */
+	struct rm_conn *conns;
+	uint32_t conn_count;
+	uint32_t *free_stack;
+	uint32_t free_top;
+	uint32_t open_count;
+	uint64_t conn_seq;
+
+	/* output pools */
+	struct rm_chunk *chunks, *chunk_free;
+	uint32_t chunk_count, chunks_free;
+	uint8_t *blocks;
+	uint32_t *block_free;
+	uint32_t block_count, block_free_top;
+	struct rm_send_ctx *send_ctxs, *send_free;
+
+	/* lists of connections */
+	struct rm_conn *deferred_head, *deferred_tail;
+	struct rm_conn *starved_head, *starved_tail;
+
+	struct rm_wheel wheel;
+	uint64_t now_ms;
+	uint64_t refused_logged_ms;
+	bool stopping;
+	uint64_t stop_deadline_ms;
+	void *user;			/* for the worker_start hook's own state */
+	struct rm_worker_stats stats;
+};
+
+int rm_ring_init(struct io_uring *ring, unsigned entries, char *why, size_t why_size);
+int rm_worker_spawn(struct rm_worker *w);
+void rm_worker_wake(struct rm_worker *w);
+
+#endif

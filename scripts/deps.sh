@@ -1,0 +1,38 @@
+#!/bin/sh
+# Install the Debian 12 packages that building, running and testing ringmail need,
+# if any is missing.  As root it runs apt-get; otherwise it prints the exact
+# command and fails, so that `make run` and `make test` each stay one command
+# on a fresh machine.
+set -eu
+
+# What each group is for:
+#   build:    compiler, make and the libraries the daemon links
+#   test:     unit tests (cmocka), fuzzers (clang + libFuzzer runtime), pytest,
+#             microbenchmarks (Google Benchmark), real peers and clients
+packages="gcc g++ make pkg-config
+liburing-dev libwolfssl-dev libjemalloc-dev libxxhash-dev libconfig-dev libc-ares-dev libcrypt-dev
+libcmocka-dev libbenchmark-dev clang libclang-rt-14-dev llvm python3 python3-pytest
+openssl netcat-openbsd procps iproute2"
+
+missing=""
+for p in $packages; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$status" in
+	"install ok installed") ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+	echo "deps: installing:$missing" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	# shellcheck disable=SC2086
+	apt-get install -y -q --no-install-recommends $missing
+else
+	echo "deps: missing Debian packages:$missing" >&2
+	echo "deps: run: sudo apt-get update && sudo apt-get install -y --no-install-recommends$missing" >&2
+	exit 1
+fi
