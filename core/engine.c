@@ -62,7 +62,7 @@ enum {
 	RM_CF_CANCEL_SENT = 1u << 10,	/* recv cancel in flight */
 	RM_CF_SHUTDOWN_SENT = 1u << 11,
 	RM_CF_CONNECT_REPORTED = 1u << 12,
-	RM_CF_IN_CALLBACK = 1u << 13,
+	RM_CF_FINISHING = 1u << 13,	/* on_close running: nothing may be queued */
 };
 
 enum rm_chunk_kind { RM_CHUNK_RX = 1, RM_CHUNK_BLOCK, RM_CHUNK_STATIC };
@@ -117,39 +117,24 @@ static struct io_uring_sqe *get_sqe(struct rm_worker *w)
 
 static uint8_t *buf_addr(struct rm_worker *w, uint16_t bid)
 {
-	return w->buf_base + (size_t)bid * w->buf_size;
+	return rm_bufring_addr(&w->bufs, bid);
 }
 
 static void buf_ref(struct rm_worker *w, uint16_t bid)
 {
-	RM_ASSERT(bid < w->buf_count);
-	RM_ASSERT(w->buf_refs[bid] > 0);
-	w->buf_refs[bid]++;
+	rm_bufring_ref(&w->bufs, bid);
 }
 
-/* Drop one reference; at zero the buffer goes back to the ring. */
 static void buf_unref(struct rm_worker *w, uint16_t bid)
 {
-	RM_ASSERT(bid < w->buf_count);
-	RM_ASSERT(w->buf_refs[bid] > 0);
-	if (--w->buf_refs[bid] > 0)
-		return;
-	io_uring_buf_ring_add(w->buf_ring, buf_addr(w, bid), w->buf_size, bid,
-			      io_uring_buf_ring_mask(w->buf_count), 0);
-	io_uring_buf_ring_advance(w->buf_ring, 1);
-	w->bufs_free++;
-	atomic_store_explicit(&w->stats.buffers_free, w->bufs_free, memory_order_relaxed);
+	if (rm_bufring_unref(&w->bufs, bid))
+		atomic_store_explicit(&w->stats.buffers_free, w->bufs.free, memory_order_relaxed);
 }
 
-/* A completion handed us this buffer: it now has one reference, ours. */
 static void buf_taken(struct rm_worker *w, uint16_t bid)
 {
-	RM_ASSERT(bid < w->buf_count);
-	RM_ASSERT(w->buf_refs[bid] == 0);
-	w->buf_refs[bid] = 1;
-	RM_ASSERT(w->bufs_free > 0);
-	w->bufs_free--;
-	atomic_store_explicit(&w->stats.buffers_free, w->bufs_free, memory_order_relaxed);
+	rm_bufring_taken(&w->bufs, bid);
+	atomic_store_explicit(&w->stats.buffers_free, w->bufs.free, memory_order_relaxed);
 }
 
 /* ---- chunks and write blocks -------------------------------------------------- */
@@ -205,6 +190,8 @@ static void defer(struct rm_conn *c, uint32_t what)
 {
 	struct rm_worker *w = c->worker;
 
+	if (c->flags & RM_CF_FINISHING)
+		return;
 	c->flags |= what;
 	if (c->flags & RM_CF_DEFERRED)
 		return;
@@ -228,6 +215,7 @@ static struct rm_conn *slot_get(struct rm_worker *w)
 		return NULL;
 	c = &w->conns[w->free_stack[--w->free_top]];
 	RM_ASSERT(c->state == RM_CONN_FREE);
+	RM_ASSERT(!rm_timer_armed(&c->timer) && !(c->flags & RM_CF_DEFERRED));
 	gen = c->generation + 1;
 	uint32_t index = c->index;
 	memset(c, 0, sizeof(*c));
@@ -236,6 +224,7 @@ static struct rm_conn *slot_get(struct rm_worker *w)
 	c->worker = w;
 	c->fd = -1;
 	c->id = ((uint64_t)(w->index + 1) << 48) | ++w->conn_seq;
+	c->opened_ms = w->now_ms;
 	w->open_count++;
 	atomic_store_explicit(&w->stats.open, w->open_count, memory_order_relaxed);
 	return c;
@@ -379,13 +368,21 @@ static void conn_finish(struct rm_conn *c)
 			w->starved_tail = s;
 		c->flags &= ~RM_CF_STARVED;
 	}
+	c->flags |= RM_CF_FINISHING;
 	if (c->ops->on_close != NULL)
 		c->ops->on_close(c, c->close_err);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	rm_debug(c->id, "closed%s%s", c->close_err ? ": " : "",
-		 c->close_err ? strerror(-c->close_err) : "");
+	if (c->listener_index != -1 || rm_log_enabled(RM_LOG_DEBUG)) {
+		char peer[64];
+
+		rm_log(c->listener_index == -1 ? RM_LOG_DEBUG : RM_LOG_INFO, c->id,
+		       "disconnect from %s: in=%llu out=%llu bytes, %llu ms%s%s",
+		       rm_conn_peer_str(c, peer, sizeof(peer)), (unsigned long long)c->bytes_in,
+		       (unsigned long long)c->bytes_out, (unsigned long long)(w->now_ms - c->opened_ms),
+		       c->close_err ? ", " : "", c->close_err ? strerror(-c->close_err) : "");
+	}
 	slot_put(w, c);
 }
 
@@ -403,6 +400,9 @@ void rm_conn_close(struct rm_conn *c)
 		return;
 	}
 	c->state = RM_CONN_CLOSING;
+	/* A peer that never reads must not keep a closing connection forever. */
+	if (!rm_timer_armed(&c->timer))
+		rm_conn_timer(c, c->worker->cfg->limits.idle_timeout_ms);
 	cancel_recv(c);
 	if (c->out_bytes == 0)
 		conn_kill(c, 0);
@@ -500,6 +500,13 @@ int rm_conn_send_rx(struct rm_conn *c, const struct rm_rx *rx, size_t offset, si
 		return 0;
 	if (!can_queue(c, len))
 		return -ENOBUFS;
+	/*
+	 * Zero copy pins the receive buffer until the peer takes the bytes.  When
+	 * the ring runs low, copy instead, so that slow readers cannot drain the
+	 * ring that every connection of this worker receives into.
+	 */
+	if (w->bufs.free < w->bufs.count / 4)
+		return rm_conn_write(c, data, len);
 	/* Adjacent pieces of one buffer (pipelined lines) extend one chunk. */
 	if (tail != NULL && tail->kind == RM_CHUNK_RX && tail->bid == rx->bid &&
 	    tail->data + tail->len == data ) {
@@ -588,6 +595,7 @@ static void on_send_done(struct rm_conn *c, int res)
 		return;
 	}
 	atomic_fetch_add_explicit(&w->stats.sent_bytes, left, memory_order_relaxed);
+	c->bytes_out += left;
 	RM_ASSERT(left <= c->out_bytes);
 	c->out_bytes -= left;
 	/* Free what was sent; a partly sent head keeps its offset. */
@@ -719,6 +727,7 @@ static void on_recv(struct rm_conn *c, int res, uint32_t cqe_flags)
 		bid = (uint16_t)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
 		buf_taken(w, bid);
 		atomic_fetch_add_explicit(&w->stats.recv_bytes, (uint64_t)res, memory_order_relaxed);
+		c->bytes_in += (uint64_t)res;
 		deliver(c, bid, buf_addr(w, bid), (size_t)res);
 	} else if (res == 0) {
 		c->flags |= RM_CF_EOF;
@@ -756,6 +765,9 @@ static void redeliver(struct rm_conn *c)
 		struct rm_rx rx = { .data = ch->data, .len = ch->len, .bid = ch->bid };
 		size_t used = c->ops->on_data(c, &rx);
 
+		/* A kill released the held list, ch included. */
+		if (c->state == RM_CONN_DEAD)
+			return;
 		RM_ASSERT(used <= ch->len);
 		if (used < ch->len) {
 			ch->data += used;
@@ -829,7 +841,7 @@ static void run_deferred(struct rm_worker *w)
 
 static void rearm_starved(struct rm_worker *w)
 {
-	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->starved_head != NULL && w->bufs_free > 0; n++) {
+	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->starved_head != NULL && w->bufs.free > 0; n++) {
 		struct rm_conn *c = w->starved_head;
 
 		w->starved_head = c->next_starved;
@@ -872,8 +884,8 @@ static void on_accept(struct rm_worker *w, unsigned li, int res, uint32_t cqe_fl
 		if (getpeername(res, &c->peer.sa, &c->peer_len) < 0)
 			c->peer_len = 0;
 		atomic_fetch_add_explicit(&w->stats.accepted, 1, memory_order_relaxed);
-		rm_debug(c->id, "accepted from %s on %s", rm_conn_peer_str(c, peer, sizeof(peer)),
-			 w->listener_name[li]);
+		rm_info(c->id, "connect from %s to %s", rm_conn_peer_str(c, peer, sizeof(peer)),
+			w->listener_name[li]);
 		arm_recv(c);
 		if (c->ops->on_open != NULL)
 			c->ops->on_open(c);
@@ -966,6 +978,8 @@ void rm_conn_timer(struct rm_conn *c, uint32_t timeout_ms)
 {
 	struct rm_worker *w = c->worker;
 
+	if (c->state == RM_CONN_DEAD || c->state == RM_CONN_FREE)
+		return;
 	if (timeout_ms == 0) {
 		if (rm_timer_armed(&c->timer))
 			rm_wheel_del(&w->wheel, &c->timer);
@@ -1226,29 +1240,24 @@ int rm_ring_init(struct io_uring *ring, unsigned entries, char *why, size_t why_
 static void setup_buffers(struct rm_worker *w)
 {
 	struct io_uring_buf_reg reg;
-	size_t ring_bytes = (size_t)w->buf_count * sizeof(struct io_uring_buf);
+	struct io_uring_buf_ring *ring;
+	uint8_t *base;
+	uint16_t *refs;
 	int ret;
 
-	w->buf_ring = map_zeroed(ring_bytes, "buffer ring", w->index);
-	w->buf_base = map_zeroed((size_t)w->buf_count * w->buf_size, "receive buffers", w->index);
-	w->buf_refs = calloc(w->buf_count, sizeof(*w->buf_refs));
-	if (w->buf_refs == NULL)
-		rm_fatal("worker %u: out of memory", w->index);
+	ring = map_zeroed((size_t)w->buf_count * sizeof(struct io_uring_buf), "buffer ring", w->index);
+	base = map_zeroed((size_t)w->buf_count * w->buf_size, "receive buffers", w->index);
+	refs = map_zeroed((size_t)w->buf_count * sizeof(uint16_t), "buffer references", w->index);
 	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)w->buf_ring;
+	reg.ring_addr = (uint64_t)(uintptr_t)ring;
 	reg.ring_entries = w->buf_count;
 	reg.bgid = RM_BUF_GROUP;
 	ret = io_uring_register_buf_ring(&w->ring, &reg, 0);
 	if (ret < 0)
 		rm_fatal("worker %u: io_uring_register_buf_ring: %s (kernel 5.19 or later needed)",
 			 w->index, strerror(-ret));
-	io_uring_buf_ring_init(w->buf_ring);
-	for (uint32_t i = 0; i < w->buf_count; i++)
-		io_uring_buf_ring_add(w->buf_ring, buf_addr(w, (uint16_t)i), w->buf_size, (uint16_t)i,
-				      io_uring_buf_ring_mask(w->buf_count), (int)i);
-	io_uring_buf_ring_advance(w->buf_ring, (int)w->buf_count);
-	w->bufs_free = w->buf_count;
-	atomic_store_explicit(&w->stats.buffers_free, w->bufs_free, memory_order_relaxed);
+	rm_bufring_init(&w->bufs, ring, base, refs, w->buf_count, w->buf_size);
+	atomic_store_explicit(&w->stats.buffers_free, w->bufs.free, memory_order_relaxed);
 }
 
 static void setup_pools(struct rm_worker *w)
@@ -1273,7 +1282,7 @@ static void setup_pools(struct rm_worker *w)
 
 	/* Chunks: every output piece and every held input piece.  Enough for all
 	 * blocks and all buffers to be in use at once, plus a few per connection. */
-	w->chunk_count = lim->write_blocks_per_worker + w->buf_count * 2 + w->conn_count;
+	w->chunk_count = lim->write_blocks_per_worker + w->bufs.count * 2 + w->conn_count;
 	w->chunks = map_zeroed((size_t)w->chunk_count * sizeof(struct rm_chunk), "chunks", w->index);
 	for (uint32_t i = w->chunk_count; i-- > 0;) {
 		w->chunks[i].next = w->chunk_free;

@@ -137,6 +137,8 @@ struct rm_conn {
 	uint8_t inflight;		/* operations in the kernel */
 	uint32_t flags;			/* RM_CF_* in engine.c */
 	int close_err;
+	uint64_t opened_ms;
+	uint64_t bytes_in, bytes_out;	/* for the close log line */
 	uint32_t out_bytes;		/* queued output, sent or not yet acknowledged */
 	uint32_t out_offset;		/* bytes of out_head already sent */
 	struct rm_chunk *out_head, *out_tail;

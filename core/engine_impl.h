@@ -12,6 +12,7 @@
 #include <liburing.h>
 #include <netinet/tcp.h>
 
+#include "core/bufring.h"
 #include "core/engine.h"
 
 #define RM_RING_ENTRIES 4096
@@ -40,10 +41,8 @@ struct rm_worker {
 	const char *listener_name[RM_LISTENERS_MAX + 1];
 
 	/* provided receive buffers */
-	struct io_uring_buf_ring *buf_ring;
-	uint8_t *buf_base;
-	uint32_t buf_count, buf_size, bufs_free;
-	uint16_t *buf_refs;
+	struct rm_bufring bufs;
+	uint32_t buf_count, buf_size;	/* from the config at start */
 
 	/* connection slots */
 	struct rm_conn *conns;
