@@ -1,0 +1,1044 @@
+/*
+ * NAME
+ *	config - read and check the ringmaild configuration
+ * SUMMARY
+ *	#include "core/config.h"
+ *
+ *	void rm_config_defaults(struct rm_config *cfg);
+ *	int rm_config_load_file(struct rm_config *cfg, const char *path,
+ *				char *err, size_t err_size);
+ *	int rm_config_load_string(struct rm_config *cfg, const char *text,
+ *				  const char *name, char *err, size_t err_size);
+ *	void rm_config_free(struct rm_config *cfg);
+ *	const char *rm_log_level_name(enum rm_log_level level);
+ *	const char *rm_tls_mode_name(enum rm_tls_mode mode);
+ * DESCRIPTION
+ *	rm_config_defaults() fills cfg with the built-in defaults, "workers = 0"
+ *	already resolved to the number of online CPUs (at most RM_WORKERS_MAX).
+ *	It sets no listener: a configuration without one is invalid.
+ *
+ *	rm_config_load_file() and rm_config_load_string() start from the defaults,
+ *	apply the settings of the text, check every one of them, and only then copy
+ *	the result into *cfg.  On failure *cfg is left exactly as it was, so a
+ *	reload (SIGHUP) that fails keeps the running configuration.  The file is
+ *	read here, not by libconfig, so that its size is bounded, a FIFO or a
+ *	directory cannot hang or kill the reader, and a NUL byte cannot cut it
+ *	short silently.
+ *
+ *	Before libconfig sees the text, a small scanner that follows the token
+ *	rules of libconfig 1.5 rejects what that version would get wrong without
+ *	saying so:
+ *	- a plain integer outside the int range: 1.5 keeps only its low 32 bits,
+ *	  so "idle_timeout_ms = 4294967396;" would read as 100;
+ *	- "@include": an included directory makes libconfig's scanner call
+ *	  exit(2) ("input in flex scanner failed"), and one file is what the rest
+ *	  of ringmail documents;
+ *	- an unterminated comment, which 1.5 accepts and which silently hides
+ *	  the rest of the file;
+ *	- "\x00" inside a string, which would end the string early.
+ *
+ *	rm_config_free() releases what a loaded configuration holds.  Today that
+ *	is nothing (the struct is self-contained); callers still call it so that
+ *	adding an allocated field later needs no change elsewhere.
+ *
+ *	rm_log_level_name() and rm_tls_mode_name() return the configuration
+ *	spelling of a value ("info", "starttls"), or "unknown".
+ * DIAGNOSTICS
+ *	The load functions return 0, or -1 with one line "FILE:LINE: message"
+ *	(no newline) in err.  LINE is the line of the offending setting, the line
+ *	where libconfig found a syntax error, or 0 when the problem is about the
+ *	file as a whole (cannot open it, no listener at all).  Control characters
+ *	from the input are shown as '?', so the message stays one line.
+ * BUGS
+ *	libconfig 1.5 reports syntax errors as just "syntax error", and leaks
+ *	the string token (1 to 64+ bytes) at which it detects one, e.g. in
+ *	"a = (1 \"x\");".  Only a configuration that fails to load pays it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <libconfig.h>
+
+#include "core/config.h"
+
+/*
+ * A real configuration is a few KiB; the cap keeps a wrong path (a log file,
+ * /dev/zero) from being read into memory whole.
+ */
+#define RM_CONFIG_TEXT_BYTES_MAX (1024 * 1024)
+
+/* Most read(2) calls spent on one file; see rm_config_load_file. */
+#define RM_CONFIG_READS_MAX 4096
+
+/* Longest value shown back in a message; the rest becomes "...". */
+#define RM_CONFIG_SHOW_CHARS_MAX 48
+
+#define RM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* What one load keeps besides the configuration it builds. */
+struct load_ctx {
+	const char *name;		/* FILE in messages */
+	char *err;
+	size_t err_size;
+	struct rm_config *cfg;		/* the copy being built */
+	/* listener addresses in binary form, for the uniqueness checks */
+	int addr_family[RM_LISTENERS_MAX];
+	unsigned char addr_bytes[RM_LISTENERS_MAX][16];
+};
+
+/* ---------------------------------------------------------------- messages */
+
+static int fail(struct load_ctx *ctx, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * Write "NAME:LINE: message" into err and return -1, so that every check can
+ * end with "return fail(...)".  Values quoted in the message come from the
+ * input; a newline among them would break the one-line promise.
+ */
+static int fail(struct load_ctx *ctx, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+	int used;
+
+	if (ctx->err == NULL || ctx->err_size == 0)
+		return -1;
+	used = snprintf(ctx->err, ctx->err_size, "%s:%u: ", ctx->name, line);
+	if (used >= 0 && (size_t)used < ctx->err_size) {
+		va_start(ap, fmt);
+		vsnprintf(ctx->err + used, ctx->err_size - (size_t)used, fmt, ap);
+		va_end(ap);
+	}
+	for (size_t i = 0; i < ctx->err_size && ctx->err[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)ctx->err[i];
+
+		if (c < 0x20 || c == 0x7f)
+			ctx->err[i] = '?';
+	}
+	return -1;
+}
+
+/*
+ * Render a setting's value the way it could be written in the file, for
+ * "KEY = VALUE: must be ..." messages; long strings are cut.
+ */
+static const char *show_value(const config_setting_t *s, char *buf, size_t size)
+{
+	const char *str;
+
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		snprintf(buf, size, "%lld", config_setting_get_int64(s));
+		break;
+	case CONFIG_TYPE_FLOAT:
+		snprintf(buf, size, "%g", config_setting_get_float(s));
+		break;
+	case CONFIG_TYPE_BOOL:
+		snprintf(buf, size, "%s", config_setting_get_bool(s) ? "true" : "false");
+		break;
+	case CONFIG_TYPE_STRING:
+		str = config_setting_get_string(s);
+		if (strlen(str) > RM_CONFIG_SHOW_CHARS_MAX)
+			snprintf(buf, size, "\"%.*s...\"", RM_CONFIG_SHOW_CHARS_MAX, str);
+		else
+			snprintf(buf, size, "\"%s\"", str);
+		break;
+	case CONFIG_TYPE_GROUP:
+		snprintf(buf, size, "{ ... }");
+		break;
+	case CONFIG_TYPE_LIST:
+		snprintf(buf, size, "( ... )");
+		break;
+	case CONFIG_TYPE_ARRAY:
+		snprintf(buf, size, "[ ... ]");
+		break;
+	default:
+		snprintf(buf, size, "(a value of unknown type)");
+		break;
+	}
+	return buf;
+}
+
+/* ----------------------------------------------------------- typed values */
+
+/*
+ * Read an integer setting into *out.  Both libconfig integer types are
+ * accepted ("5" and "5L"); anything else, or a value outside [min, max], is
+ * an error that names the key (label, e.g. "limits.idle_timeout_ms" or
+ * "listener 'smtp': port") and the allowed range.
+ */
+static int get_uint32(struct load_ctx *ctx, const config_setting_t *s, const char *label,
+		      uint32_t min, uint32_t max, uint32_t *out)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	int type = config_setting_type(s);
+	long long value;
+
+	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
+		return fail(ctx, config_setting_source_line(s),
+			    "%s = %s: must be an integer between %u and %u",
+			    label, show_value(s, shown, sizeof(shown)), min, max);
+	value = config_setting_get_int64(s);
+	if (value < (long long)min || value > (long long)max)
+		return fail(ctx, config_setting_source_line(s),
+			    "%s = %lld: must be between %u and %u", label, value, min, max);
+	*out = (uint32_t)value;
+	return 0;
+}
+
+/*
+ * Copy a string setting into buf (size bytes, NUL included).  Control
+ * characters are refused: every string here ends up in a path, a log line or
+ * a comparison, and none of them has a use for one.
+ */
+static int get_string(struct load_ctx *ctx, const config_setting_t *s, const char *label,
+		      char *buf, size_t size)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	const char *str;
+	size_t len;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING)
+		return fail(ctx, config_setting_source_line(s), "%s = %s: must be a string",
+			    label, show_value(s, shown, sizeof(shown)));
+	str = config_setting_get_string(s);
+	len = strlen(str);
+	if (len >= size)
+		return fail(ctx, config_setting_source_line(s),
+			    "%s = %s: too long (%zu characters): must be at most %zu",
+			    label, show_value(s, shown, sizeof(shown)), len, size - 1);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)str[i];
+
+		if (c < 0x20 || c == 0x7f)
+			return fail(ctx, config_setting_source_line(s),
+				    "%s = %s: must not contain control characters",
+				    label, show_value(s, shown, sizeof(shown)));
+	}
+	memcpy(buf, str, len + 1);
+	return 0;
+}
+
+static int get_bool(struct load_ctx *ctx, const config_setting_t *s, const char *label,
+		    bool *out)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+		return fail(ctx, config_setting_source_line(s),
+			    "%s = %s: must be true or false",
+			    label, show_value(s, shown, sizeof(shown)));
+	*out = config_setting_get_bool(s) != 0;
+	return 0;
+}
+
+/*
+ * Match a string setting against a table of names; *index gets the position.
+ * The message lists the allowed names (allowed, e.g. "error, warn, info, debug").
+ */
+static int get_choice(struct load_ctx *ctx, const config_setting_t *s, const char *label,
+		      const char *const *names, size_t count, const char *allowed,
+		      size_t *index)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	const char *str;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING)
+		return fail(ctx, config_setting_source_line(s), "%s = %s: must be one of %s",
+			    label, show_value(s, shown, sizeof(shown)), allowed);
+	str = config_setting_get_string(s);
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(str, names[i]) == 0) {
+			*index = i;
+			return 0;
+		}
+	}
+	return fail(ctx, config_setting_source_line(s), "%s = %s: must be one of %s",
+		    label, show_value(s, shown, sizeof(shown)), allowed);
+}
+
+/* ------------------------------------------------------------- names */
+
+/* Indexed by enum rm_log_level. */
+static const char *const log_level_names[] = { "error", "warn", "info", "debug" };
+static const char *const log_target_names[] = { "stderr", "syslog" };
+/* Indexed by enum rm_tls_mode. */
+static const char *const tls_mode_names[] = { "none", "starttls", "implicit" };
+
+_Static_assert(RM_ARRAY_LEN(log_level_names) == RM_LOG_DEBUG + 1, "one name per log level");
+_Static_assert(RM_ARRAY_LEN(tls_mode_names) == RM_TLS_IMPLICIT + 1, "one name per TLS mode");
+
+const char *rm_log_level_name(enum rm_log_level level)
+{
+	if ((unsigned)level >= RM_ARRAY_LEN(log_level_names))
+		return "unknown";
+	return log_level_names[level];
+}
+
+const char *rm_tls_mode_name(enum rm_tls_mode mode)
+{
+	if ((unsigned)mode >= RM_ARRAY_LEN(tls_mode_names))
+		return "unknown";
+	return tls_mode_names[mode];
+}
+
+/*
+ * The protocols a listener may serve.  A new protocol is one more row here
+ * (and its handler in the engine); the message for an unknown protocol is
+ * built from this table.
+ */
+static const char *const protocol_names[] = {
+	"echo",		/* line echo: health checks and tests */
+};
+
+/* "a, b, c" from a table of names, for "must be one of ..." messages. */
+static const char *join_names(const char *const *names, size_t count, char *buf, size_t size)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < count && used < size; i++) {
+		int n = snprintf(buf + used, size - used, "%s%s", i > 0 ? ", " : "", names[i]);
+
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+	return buf;
+}
+
+/* ------------------------------------------------------------- limits */
+
+static const struct limit_rule {
+	const char *name;
+	size_t offset;			/* into struct rm_limits */
+	uint32_t min;
+	uint32_t max;
+	bool power_of_two;		/* the kernel's buffer ring needs it */
+} limit_rules[] = {
+	{ "connections_per_worker", offsetof(struct rm_limits, connections_per_worker), 16, 1048576, false },
+	{ "buffers_per_worker", offsetof(struct rm_limits, buffers_per_worker), 16, 32768, true },
+	{ "buffer_size_bytes", offsetof(struct rm_limits, buffer_size_bytes), 512, 65536, false },
+	{ "write_blocks_per_worker", offsetof(struct rm_limits, write_blocks_per_worker), 16, 1048576, false },
+	{ "output_bytes_max", offsetof(struct rm_limits, output_bytes_max), 4096, 67108864, false },
+	{ "line_length_max", offsetof(struct rm_limits, line_length_max), 64, 65536, false },
+	{ "idle_timeout_ms", offsetof(struct rm_limits, idle_timeout_ms), 100, 86400000, false },
+	{ "connect_timeout_ms", offsetof(struct rm_limits, connect_timeout_ms), 100, 3600000, false },
+	{ "shutdown_timeout_ms", offsetof(struct rm_limits, shutdown_timeout_ms), 0, 3600000, false },
+	{ "listen_backlog", offsetof(struct rm_limits, listen_backlog), 1, 65535, false },
+};
+
+#define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, " \
+	"write_blocks_per_worker, output_bytes_max, line_length_max, idle_timeout_ms, " \
+	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog"
+
+static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	char label[64];
+	int count;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP)
+		return fail(ctx, config_setting_source_line(group),
+			    "limits = %s: must be a group { name = value; ... }",
+			    show_value(group, shown, sizeof(shown)));
+	count = config_setting_length(group);
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const struct limit_rule *rule = NULL;
+		uint32_t *field;
+
+		for (size_t r = 0; r < RM_ARRAY_LEN(limit_rules); r++) {
+			if (strcmp(config_setting_name(s), limit_rules[r].name) == 0) {
+				rule = &limit_rules[r];
+				break;
+			}
+		}
+		if (rule == NULL)
+			return fail(ctx, config_setting_source_line(s),
+				    "unknown setting 'limits.%s' (known: " RM_LIMITS_KNOWN ")",
+				    config_setting_name(s));
+		snprintf(label, sizeof(label), "limits.%s", rule->name);
+		field = (uint32_t *)((char *)&ctx->cfg->limits + rule->offset);
+		if (rule->power_of_two) {
+			uint32_t v = 0;
+			int type = config_setting_type(s);
+			long long value = config_setting_get_int64(s);
+
+			if ((type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
+			    || value < rule->min || value > rule->max)
+				v = 0;
+			else
+				v = (uint32_t)value;
+			if (v == 0 || (v & (v - 1)) != 0)
+				return fail(ctx, config_setting_source_line(s),
+					    "%s = %s: must be a power of two between %u and %u",
+					    label, show_value(s, shown, sizeof(shown)),
+					    rule->min, rule->max);
+			*field = v;
+		} else if (get_uint32(ctx, s, label, rule->min, rule->max, field) != 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------- listeners */
+
+#define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms"
+
+/* 1..31 characters of [A-Za-z0-9_-]: the name goes into log lines and ringmailctl. */
+static bool listener_name_ok(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len >= RM_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+		      || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static bool addr_is_wildcard(const unsigned char *bytes, int family)
+{
+	size_t len = family == AF_INET ? 4 : 16;
+
+	for (size_t i = 0; i < len; i++)
+		if (bytes[i] != 0)
+			return false;
+	return true;
+}
+
+/*
+ * One listener field.  who is "listener 'NAME'" (or "listeners[N]" before the
+ * name is known) and starts every message.
+ */
+static int parse_listener_field(struct load_ctx *ctx, const config_setting_t *s,
+				struct rm_listener_config *l, const char *who, size_t index)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	char label[80];
+	const char *key = config_setting_name(s);
+	unsigned line = config_setting_source_line(s);
+	size_t choice = 0;
+
+	snprintf(label, sizeof(label), "%s: %s", who, key);
+	if (strcmp(key, "name") == 0)
+		return 0;	/* read first, by parse_listener */
+	if (strcmp(key, "protocol") == 0) {
+		char allowed[128];
+
+		join_names(protocol_names, RM_ARRAY_LEN(protocol_names), allowed, sizeof(allowed));
+		if (get_choice(ctx, s, label, protocol_names, RM_ARRAY_LEN(protocol_names),
+			       allowed, &choice) != 0)
+			return -1;
+		snprintf(l->protocol, sizeof(l->protocol), "%s", protocol_names[choice]);
+		return 0;
+	}
+	if (strcmp(key, "address") == 0) {
+		unsigned char *bytes = ctx->addr_bytes[index];
+
+		if (get_string(ctx, s, label, l->address, sizeof(l->address)) != 0)
+			return -1;
+		if (inet_pton(AF_INET, l->address, bytes) == 1)
+			ctx->addr_family[index] = AF_INET;
+		else if (inet_pton(AF_INET6, l->address, bytes) == 1)
+			ctx->addr_family[index] = AF_INET6;
+		else
+			return fail(ctx, line, "%s = %s: must be a numeric IPv4 or IPv6 address"
+				    " (e.g. 127.0.0.1, ::1, 0.0.0.0)",
+				    label, show_value(s, shown, sizeof(shown)));
+		return 0;
+	}
+	if (strcmp(key, "port") == 0) {
+		uint32_t port = 0;
+
+		if (get_uint32(ctx, s, label, 1, 65535, &port) != 0)
+			return -1;
+		l->port = (uint16_t)port;
+		return 0;
+	}
+	if (strcmp(key, "tls") == 0) {
+		if (get_choice(ctx, s, label, tls_mode_names, RM_ARRAY_LEN(tls_mode_names),
+			       "none, starttls, implicit", &choice) != 0)
+			return -1;
+		l->tls = (enum rm_tls_mode)choice;
+		/* Parsed already so that configurations written today stay valid later. */
+		if (l->tls != RM_TLS_NONE)
+			return fail(ctx, line, "%s = \"%s\": TLS is not available in this build yet",
+				    label, rm_tls_mode_name(l->tls));
+		return 0;
+	}
+	if (strcmp(key, "idle_timeout_ms") == 0) {
+		uint32_t ms = 0;
+
+		if (get_uint32(ctx, s, label, 0, 86400000, &ms) != 0)
+			return -1;
+		if (ms != 0 && ms < 100)
+			return fail(ctx, line, "%s = %u: must be 0 (use limits.idle_timeout_ms)"
+				    " or between 100 and 86400000", label, ms);
+		l->idle_timeout_ms = ms;
+		return 0;
+	}
+	return fail(ctx, line, "%s: unknown setting '%s' (known: " RM_LISTENER_KNOWN ")",
+		    who, key);
+}
+
+static int parse_listener(struct load_ctx *ctx, const config_setting_t *group, size_t index)
+{
+	struct rm_listener_config *l = &ctx->cfg->listeners[index];
+	unsigned line = config_setting_source_line(group);
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	const config_setting_t *name;
+	char who[RM_NAME_MAX + 16];
+	char label[RM_NAME_MAX + 32];
+	int count;
+
+	memset(l, 0, sizeof(*l));
+	l->tls = RM_TLS_NONE;
+	l->config_line = (int)line;
+	snprintf(who, sizeof(who), "listeners[%zu]", index);
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP)
+		return fail(ctx, line, "%s = %s: must be a group { name = \"...\"; protocol = ...; }",
+			    who, show_value(group, shown, sizeof(shown)));
+
+	/* The name first: every later message about this listener uses it. */
+	name = config_setting_get_member(group, "name");
+	if (name == NULL)
+		return fail(ctx, line, "%s: name is required (1 to %d characters of A-Z a-z 0-9 _ -)",
+			    who, RM_NAME_MAX - 1);
+	snprintf(label, sizeof(label), "%s: name", who);
+	if (config_setting_type(name) != CONFIG_TYPE_STRING
+	    || !listener_name_ok(config_setting_get_string(name)))
+		return fail(ctx, config_setting_source_line(name),
+			    "%s = %s: must be 1 to %d characters of A-Z a-z 0-9 _ -",
+			    label, show_value(name, shown, sizeof(shown)), RM_NAME_MAX - 1);
+	snprintf(l->name, sizeof(l->name), "%s", config_setting_get_string(name));
+	for (size_t i = 0; i < index; i++) {
+		if (strcmp(ctx->cfg->listeners[i].name, l->name) == 0)
+			return fail(ctx, config_setting_source_line(name),
+				    "listener '%s': name already used by the listener at line %d",
+				    l->name, ctx->cfg->listeners[i].config_line);
+	}
+	snprintf(who, sizeof(who), "listener '%s'", l->name);
+
+	count = config_setting_length(group);
+	for (int i = 0; i < count; i++) {
+		if (parse_listener_field(ctx, config_setting_get_elem(group, (unsigned)i),
+					 l, who, index) != 0)
+			return -1;
+	}
+
+	if (l->protocol[0] == '\0') {
+		char allowed[128];
+
+		join_names(protocol_names, RM_ARRAY_LEN(protocol_names), allowed, sizeof(allowed));
+		return fail(ctx, line, "%s: protocol is required (one of %s)", who, allowed);
+	}
+	if (l->address[0] == '\0')
+		return fail(ctx, line, "%s: address is required (a numeric IPv4 or IPv6 address)",
+			    who);
+	if (l->port == 0)
+		return fail(ctx, line, "%s: port is required (1 to 65535)", who);
+
+	/*
+	 * Listeners bind with SO_REUSEPORT (one socket per worker), so the kernel
+	 * would accept a duplicate, or a wildcard over a specific address, and
+	 * split the connections between them without a word.
+	 */
+	for (size_t i = 0; i < index; i++) {
+		const struct rm_listener_config *o = &ctx->cfg->listeners[i];
+		int family = ctx->addr_family[index];
+
+		if (o->port != l->port || ctx->addr_family[i] != family)
+			continue;
+		if (memcmp(ctx->addr_bytes[i], ctx->addr_bytes[index],
+			   family == AF_INET ? 4 : 16) == 0)
+			return fail(ctx, line, "%s: address %s port %u is already used by"
+				    " listener '%s' (line %d)", who, l->address, l->port,
+				    o->name, o->config_line);
+		if (addr_is_wildcard(ctx->addr_bytes[i], family)
+		    || addr_is_wildcard(ctx->addr_bytes[index], family))
+			return fail(ctx, line, "%s: address %s port %u overlaps listener '%s'"
+				    " (%s port %u, line %d): a wildcard address covers every other",
+				    who, l->address, l->port, o->name, o->address, o->port,
+				    o->config_line);
+	}
+	return 0;
+}
+
+static int parse_listeners(struct load_ctx *ctx, const config_setting_t *list)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	unsigned line = config_setting_source_line(list);
+	int count;
+
+	if (config_setting_type(list) != CONFIG_TYPE_LIST)
+		return fail(ctx, line, "listeners = %s: must be a list ( { ... }, { ... } )",
+			    show_value(list, shown, sizeof(shown)));
+	count = config_setting_length(list);
+	if (count < 1)
+		return fail(ctx, line, "listeners: at least one listener is required");
+	if (count > RM_LISTENERS_MAX)
+		return fail(ctx, line, "listeners: %d listeners: at most %d are allowed",
+			    count, RM_LISTENERS_MAX);
+	for (int i = 0; i < count; i++) {
+		if (parse_listener(ctx, config_setting_get_elem(list, (unsigned)i), (size_t)i) != 0)
+			return -1;
+		ctx->cfg->listener_count = (uint32_t)i + 1;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------- top level */
+
+static uint32_t online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		return 1;
+	if (n > RM_WORKERS_MAX)
+		return RM_WORKERS_MAX;
+	return (uint32_t)n;
+}
+
+static int parse_top(struct load_ctx *ctx, const config_setting_t *s)
+{
+	struct rm_config *cfg = ctx->cfg;
+	const char *key = config_setting_name(s);
+	unsigned line = config_setting_source_line(s);
+	size_t choice = 0;
+
+	if (strcmp(key, "workers") == 0) {
+		if (get_uint32(ctx, s, key, 0, RM_WORKERS_MAX, &cfg->workers) != 0)
+			return -1;
+		if (cfg->workers == 0)
+			cfg->workers = online_cpus();
+		return 0;
+	}
+	if (strcmp(key, "log_level") == 0) {
+		if (get_choice(ctx, s, key, log_level_names, RM_ARRAY_LEN(log_level_names),
+			       "error, warn, info, debug", &choice) != 0)
+			return -1;
+		cfg->log_level = (enum rm_log_level)choice;
+		return 0;
+	}
+	if (strcmp(key, "log_target") == 0) {
+		if (get_choice(ctx, s, key, log_target_names, RM_ARRAY_LEN(log_target_names),
+			       "stderr, syslog", &choice) != 0)
+			return -1;
+		cfg->log_syslog = choice == 1;
+		return 0;
+	}
+	if (strcmp(key, "user") == 0)
+		return get_string(ctx, s, key, cfg->user, sizeof(cfg->user));
+	if (strcmp(key, "allow_root") == 0)
+		return get_bool(ctx, s, key, &cfg->allow_root);
+	if (strcmp(key, "spool_dir") == 0) {
+		if (get_string(ctx, s, key, cfg->spool_dir, sizeof(cfg->spool_dir)) != 0)
+			return -1;
+		if (cfg->spool_dir[0] == '\0')
+			return fail(ctx, line, "spool_dir = \"\": must name a directory");
+		return 0;
+	}
+	if (strcmp(key, "control_socket") == 0) {
+		/* bind() takes the path in sockaddr_un.sun_path, NUL included. */
+		char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+		_Static_assert(sizeof(path) <= sizeof(cfg->control_socket),
+			       "control_socket holds any sun_path");
+		if (get_string(ctx, s, key, path, sizeof(path)) != 0)
+			return -1;
+		memcpy(cfg->control_socket, path, strlen(path) + 1);
+		return 0;
+	}
+	if (strcmp(key, "limits") == 0)
+		return parse_limits(ctx, s);
+	if (strcmp(key, "listeners") == 0)
+		return parse_listeners(ctx, s);
+	return fail(ctx, line, "unknown setting '%s' (known: workers, log_level, log_target,"
+		    " user, allow_root, spool_dir, control_socket, limits, listeners)", key);
+}
+
+/* ------------------------------------------------------------- prescan */
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static bool is_name_start(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '*';
+}
+
+static bool is_name_char(char c)
+{
+	return is_name_start(c) || is_digit(c) || c == '-' || c == '_';
+}
+
+/*
+ * One number token at text[*pos], matched as libconfig 1.5's scanner would
+ * (longest match among integer, integer64, hex, hex64 and float).  A plain
+ * integer or hex number whose value does not fit in an int is an error:
+ * 1.5 would keep only its low 32 bits.  Advances *pos past the token, or by
+ * one character when there is no number here (a lone sign).
+ */
+static int prescan_number(struct load_ctx *ctx, const char *text, size_t *pos, unsigned line)
+{
+	size_t start = *pos, i = *pos, digits_start, digits;
+	bool negative = false, is_float = false;
+	unsigned long long value = 0;
+
+	if (text[i] == '-' || text[i] == '+') {
+		negative = text[i] == '-';
+		i++;
+	}
+	digits_start = i;
+	while (is_digit(text[i]))
+		i++;
+	digits = i - digits_start;
+
+	if (start == digits_start && digits == 1 && text[start] == '0'
+	    && (text[i] == 'x' || text[i] == 'X') && hex_value(text[i + 1]) >= 0) {
+		i++;
+		while (hex_value(text[i]) >= 0) {
+			if (value <= 0x7fffffffULL)
+				value = value * 16 + (unsigned)hex_value(text[i]);
+			i++;
+		}
+		if (text[i] == 'L') {
+			i += text[i + 1] == 'L' ? 2 : 1;
+		} else if (value > 0x7fffffffULL) {
+			return fail(ctx, line, "%.*s: number too large (at most 0x7fffffff)",
+				    (int)(i - start > 40 ? 40 : i - start), text + start);
+		}
+		*pos = i;
+		return 0;
+	}
+
+	if (text[i] == '.') {
+		is_float = true;
+		i++;
+		while (is_digit(text[i]))
+			i++;
+	}
+	if ((text[i] == 'e' || text[i] == 'E') && (digits > 0 || is_float)) {
+		size_t e = i + 1;
+
+		if (text[e] == '-' || text[e] == '+')
+			e++;
+		if (is_digit(text[e])) {
+			while (is_digit(text[e]))
+				e++;
+			is_float = true;
+			i = e;
+		}
+	}
+	if (is_float) {
+		*pos = i;
+		return 0;
+	}
+	if (digits == 0) {
+		*pos = start + 1;
+		return 0;
+	}
+	i = digits_start + digits;
+	if (text[i] == 'L') {
+		*pos = i + (text[i + 1] == 'L' ? 2 : 1);
+		return 0;
+	}
+	for (size_t d = digits_start; d < i; d++) {
+		if (value <= 2147483648ULL)
+			value = value * 10 + (unsigned)(text[d] - '0');
+	}
+	if (value > (negative ? 2147483648ULL : 2147483647ULL))
+		return fail(ctx, line, "%.*s: number too large (between -2147483648 and 2147483647)",
+			    (int)(i - start > 40 ? 40 : i - start), text + start);
+	*pos = i;
+	return 0;
+}
+
+/*
+ * Walk the text with the token rules of libconfig 1.5 (strings, comments,
+ * names, numbers) and refuse what it would accept wrongly; see DESCRIPTION.
+ * Every iteration advances by at least one character, so the walk ends.
+ */
+static int prescan(struct load_ctx *ctx, const char *text, size_t len)
+{
+	enum { IN_CODE, IN_STRING, IN_COMMENT } state = IN_CODE;
+	unsigned line = 1, comment_line = 0;
+	bool line_start = true;
+	size_t i = 0;
+
+	while (i < len) {
+		char c = text[i];
+
+		if (state == IN_COMMENT) {
+			if (c == '*' && text[i + 1] == '/') {
+				state = IN_CODE;
+				i += 2;
+				continue;
+			}
+			if (c == '\n')
+				line++;
+			i++;
+			continue;
+		}
+		if (state == IN_STRING) {
+			if (c == '"') {
+				state = IN_CODE;
+			} else if (c == '\\') {
+				if (text[i + 1] == '"' || text[i + 1] == '\\') {
+					i += 2;
+					continue;
+				}
+				if ((text[i + 1] == 'x' || text[i + 1] == 'X')
+				    && text[i + 2] == '0' && text[i + 3] == '0')
+					return fail(ctx, line, "\\x00 in a string: strings cannot"
+						    " contain NUL characters");
+			} else if (c == '\n') {
+				line++;
+			}
+			i++;
+			continue;
+		}
+
+		/* libconfig recognizes "@include" only at the start of a line. */
+		if (line_start) {
+			size_t j = i;
+
+			while (text[j] == ' ' || text[j] == '\t')
+				j++;
+			if (strncmp(text + j, "@include", 8) == 0)
+				return fail(ctx, line, "@include is not supported: keep the"
+					    " configuration in this one file");
+			line_start = false;
+		}
+		if (c == '\n') {
+			line++;
+			line_start = true;
+			i++;
+		} else if (c == '"') {
+			state = IN_STRING;
+			i++;
+		} else if (c == '/' && text[i + 1] == '*') {
+			state = IN_COMMENT;
+			comment_line = line;
+			i += 2;
+		} else if (c == '#' || (c == '/' && text[i + 1] == '/')) {
+			while (i < len && text[i] != '\n')
+				i++;
+		} else if (is_name_start(c)) {
+			while (is_name_char(text[i]))
+				i++;
+		} else if (is_digit(c) || c == '-' || c == '+' || c == '.') {
+			if (prescan_number(ctx, text, &i, line) != 0)
+				return -1;
+		} else {
+			i++;
+		}
+	}
+	if (state == IN_COMMENT)
+		return fail(ctx, comment_line, "unterminated /* comment: it would hide the rest"
+			    " of the file");
+	/* An unterminated string is left to libconfig, which reports it. */
+	return 0;
+}
+
+/* --------------------------------------------------------------- loading */
+
+void rm_config_defaults(struct rm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->workers = online_cpus();
+	cfg->log_level = RM_LOG_INFO;
+	cfg->log_syslog = false;
+	cfg->allow_root = false;
+	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "%s", "/var/spool/ringmail");
+	cfg->limits = (struct rm_limits) {
+		.connections_per_worker = 16384,
+		.buffers_per_worker = 4096,
+		.buffer_size_bytes = 4096,
+		.write_blocks_per_worker = 8192,
+		.output_bytes_max = 262144,
+		.line_length_max = 1000,
+		.idle_timeout_ms = 300000,
+		.connect_timeout_ms = 30000,
+		.shutdown_timeout_ms = 10000,
+		.listen_backlog = 4096,
+	};
+	cfg->listener_count = 0;
+}
+
+/*
+ * Parse text (NUL-terminated, len bytes) into a fresh configuration and copy
+ * it into *out only if everything is valid.  The libconfig tree lives only
+ * inside this function: config_destroy runs on every path.
+ */
+static int load_text(struct rm_config *out, const char *text, size_t len, const char *name,
+		     char *err, size_t err_size)
+{
+	struct load_ctx ctx;
+	struct rm_config cfg;
+	config_setting_t *root;
+	config_t lc;
+	int count, rc = 0;
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.name = name;
+	ctx.err = err;
+	ctx.err_size = err_size;
+	ctx.cfg = &cfg;
+	rm_config_defaults(&cfg);
+
+	if (strlen(name) >= sizeof(cfg.path))
+		return fail(&ctx, 0, "path too long: at most %zu characters", sizeof(cfg.path) - 1);
+	snprintf(cfg.path, sizeof(cfg.path), "%s", name);
+	if (prescan(&ctx, text, len) != 0)
+		return -1;
+
+	config_init(&lc);
+	if (config_read_string(&lc, text) != CONFIG_TRUE) {
+		const char *why = config_error_text(&lc);
+		int line = config_error_line(&lc);
+
+		rc = fail(&ctx, line > 0 ? (unsigned)line : 0, "%s",
+			  why != NULL ? why : "cannot parse");
+		config_destroy(&lc);
+		return rc;
+	}
+	root = config_root_setting(&lc);
+	count = config_setting_length(root);
+	for (int i = 0; i < count && rc == 0; i++)
+		rc = parse_top(&ctx, config_setting_get_elem(root, (unsigned)i));
+	if (rc == 0 && cfg.listener_count == 0)
+		rc = fail(&ctx, 0, "listeners: at least one listener is required");
+	config_destroy(&lc);
+	if (rc == 0)
+		*out = cfg;
+	return rc;
+}
+
+int rm_config_load_string(struct rm_config *cfg, const char *text, const char *name,
+			  char *err, size_t err_size)
+{
+	struct load_ctx ctx = { .name = name != NULL ? name : "(string)", .err = err,
+				.err_size = err_size };
+	size_t len = strnlen(text, RM_CONFIG_TEXT_BYTES_MAX + 1);
+
+	if (len > RM_CONFIG_TEXT_BYTES_MAX)
+		return fail(&ctx, 0, "configuration too large: at most %d bytes",
+			    RM_CONFIG_TEXT_BYTES_MAX);
+	return load_text(cfg, text, len, ctx.name, err, err_size);
+}
+
+int rm_config_load_file(struct rm_config *cfg, const char *path, char *err, size_t err_size)
+{
+	struct load_ctx ctx = { .name = path, .err = err, .err_size = err_size };
+	struct stat st;
+	size_t len = 0;
+	char *text;
+	int fd, rc;
+
+	/* O_NONBLOCK: opening a FIFO by mistake must not wait for a writer. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return fail(&ctx, 0, "cannot open: %s", strerror(errno));
+	if (fstat(fd, &st) != 0) {
+		rc = fail(&ctx, 0, "cannot stat: %s", strerror(errno));
+		close(fd);
+		return rc;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return fail(&ctx, 0, "not a regular file");
+	}
+	if (st.st_size > RM_CONFIG_TEXT_BYTES_MAX) {
+		close(fd);
+		return fail(&ctx, 0, "file too large (%lld bytes): at most %d bytes",
+			    (long long)st.st_size, RM_CONFIG_TEXT_BYTES_MAX);
+	}
+	/* One byte more than allowed, to notice a file that grew since fstat. */
+	text = malloc(RM_CONFIG_TEXT_BYTES_MAX + 2);
+	if (text == NULL) {
+		close(fd);
+		return fail(&ctx, 0, "out of memory");
+	}
+	/*
+	 * A regular file comes back in one or two reads; the bound only turns a
+	 * file system that returns a byte at a time (or endless EINTR) into an
+	 * error instead of a hang.
+	 */
+	for (unsigned reads = 0; len <= RM_CONFIG_TEXT_BYTES_MAX; reads++) {
+		ssize_t n;
+
+		if (reads == RM_CONFIG_READS_MAX) {
+			free(text);
+			close(fd);
+			return fail(&ctx, 0, "cannot read: no end after %d reads", RM_CONFIG_READS_MAX);
+		}
+		n = read(fd, text + len, RM_CONFIG_TEXT_BYTES_MAX + 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = fail(&ctx, 0, "cannot read: %s", strerror(errno));
+			free(text);
+			close(fd);
+			return rc;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	if (len > RM_CONFIG_TEXT_BYTES_MAX) {
+		free(text);
+		return fail(&ctx, 0, "file too large: at most %d bytes", RM_CONFIG_TEXT_BYTES_MAX);
+	}
+	text[len] = '\0';
+	if (strlen(text) != len) {
+		unsigned line = 1;
+
+		for (size_t i = 0; text[i] != '\0'; i++)
+			line += text[i] == '\n';
+		free(text);
+		return fail(&ctx, line, "NUL byte in the file: it is not a text file");
+	}
+	rc = load_text(cfg, text, len, path, err, err_size);
+	free(text);
+	return rc;
+}
+
+void rm_config_free(struct rm_config *cfg)
+{
+	/* Nothing is allocated yet; clearing makes use after free visible. */
+	cfg->listener_count = 0;
+}
