@@ -20,10 +20,10 @@ SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 LIBS     := -luring -lconfig -lxxhash -lcares -lcrypt -lwolfssl -lpthread
 
 # Library sources: everything in core/, proto/, tls/ except the programs' mains,
-# plus the test protocol handler (tests/line_echo.c) that ringmaild serves as
-# protocol "echo".
+# plus the test protocol handlers that ringmaild serves as protocols "echo"
+# (tests/line_echo.c) and "relay" (tests/relay.c).
 MAINS    := core/ringmaild.c core/ringmailctl.c bench/ringmail_bench.c
-LIB_SRC  := $(filter-out $(MAINS),$(wildcard core/*.c proto/*.c tls/*.c)) tests/line_echo.c
+LIB_SRC  := $(filter-out $(MAINS),$(wildcard core/*.c proto/*.c tls/*.c)) tests/line_echo.c tests/relay.c
 LIB_HDR  := $(wildcard core/*.h proto/*.h tls/*.h tests/*.h)
 
 OBJ      := $(patsubst %.c,build/obj/%.o,$(LIB_SRC))

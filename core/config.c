@@ -299,6 +299,7 @@ const char *rm_tls_mode_name(enum rm_tls_mode mode)
  */
 static const char *const protocol_names[] = {
 	"echo",		/* line echo: health checks and tests */
+	"relay",	/* byte relay to `backend`: tests the engine's two-connection sessions */
 };
 
 /* "a, b, c" from a table of names, for "must be one of ..." messages. */
@@ -395,7 +396,62 @@ static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 
 /* ---------------------------------------------------------- listeners */
 
-#define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms"
+#define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms, backend"
+
+/* "127.0.0.1:25" or "[::1]:25", numeric only: a listener's backend is no DNS name. */
+static bool parse_host_port(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[64];
+	const char *colon, *port_text;
+	char *end;
+	unsigned long port;
+	size_t host_len;
+
+	memset(ss, 0, sizeof(*ss));
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+
+		if (close == NULL || close[1] != ':')
+			return false;
+		host_len = (size_t)(close - text - 1);
+		if (host_len >= sizeof(host))
+			return false;
+		memcpy(host, text + 1, host_len);
+		port_text = close + 2;
+	} else {
+		colon = strrchr(text, ':');
+		if (colon == NULL)
+			return false;
+		host_len = (size_t)(colon - text);
+		if (host_len >= sizeof(host))
+			return false;
+		memcpy(host, text, host_len);
+		port_text = colon + 1;
+	}
+	host[host_len] = '\0';
+	errno = 0;
+	port = strtoul(port_text, &end, 10);
+	if (errno != 0 || end == port_text || *end != '\0' || port == 0 || port > 65535)
+		return false;
+	if (text[0] != '[') {
+		struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+
+		if (inet_pton(AF_INET, host, &in4->sin_addr) != 1)
+			return false;
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons((uint16_t)port);
+		*len = sizeof(*in4);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+		if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1)
+			return false;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*in6);
+	}
+	return true;
+}
 
 /* 1..31 characters of [A-Za-z0-9_-]: the name goes into log lines and ringmailctl. */
 static bool listener_name_ok(const char *name)
@@ -495,6 +551,15 @@ static int parse_listener_field(struct load_ctx *ctx, const config_setting_t *s,
 		l->idle_timeout_ms = ms;
 		return 0;
 	}
+	if (strcmp(key, "backend") == 0) {
+		if (get_string(ctx, s, label, l->backend, sizeof(l->backend)) != 0)
+			return -1;
+		if (!parse_host_port(l->backend, &l->backend_addr, &l->backend_addr_len))
+			return fail(ctx, line, "%s = %s: must be a numeric ADDRESS:PORT"
+				    " (e.g. 127.0.0.1:2007 or [::1]:2007)",
+				    label, show_value(s, shown, sizeof(shown)));
+		return 0;
+	}
 	return fail(ctx, line, "%s: unknown setting '%s' (known: " RM_LISTENER_KNOWN ")",
 		    who, key);
 }
@@ -555,6 +620,10 @@ static int parse_listener(struct load_ctx *ctx, const config_setting_t *group, s
 			    who);
 	if (l->port == 0)
 		return fail(ctx, line, "%s: port is required (1 to 65535)", who);
+	if (strcmp(l->protocol, "relay") == 0 && l->backend[0] == '\0')
+		return fail(ctx, line, "%s: protocol relay needs backend = \"ADDRESS:PORT\"", who);
+	if (strcmp(l->protocol, "relay") != 0 && l->backend[0] != '\0')
+		return fail(ctx, line, "%s: backend is only for protocol relay", who);
 
 	/*
 	 * Listeners bind with SO_REUSEPORT (one socket per worker), so the kernel

@@ -39,11 +39,14 @@ enum rm_tls_mode { RM_TLS_NONE = 0, RM_TLS_STARTTLS, RM_TLS_IMPLICIT };
 
 struct rm_listener_config {
 	char name[RM_NAME_MAX];
-	char protocol[RM_NAME_MAX];	/* "echo", "control"; smtp/imap/pop3 later */
+	char protocol[RM_NAME_MAX];	/* "echo", "relay"; smtp/imap/pop3 later */
 	char address[64];		/* numeric IPv4/IPv6, or a path for protocol "control" */
 	uint16_t port;
 	enum rm_tls_mode tls;
 	uint32_t idle_timeout_ms;	/* 0 = the global limits.idle_timeout_ms */
+	char backend[64];		/* "HOST:PORT" / "[V6]:PORT"; protocol "relay" only */
+	struct sockaddr_storage backend_addr;
+	socklen_t backend_addr_len;
 	int config_line;		/* where it was defined, for later messages */
 };
 

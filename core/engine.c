@@ -63,6 +63,8 @@ enum {
 	RM_CF_SHUTDOWN_SENT = 1u << 11,
 	RM_CF_CONNECT_REPORTED = 1u << 12,
 	RM_CF_FINISHING = 1u << 13,	/* on_close running: nothing may be queued */
+	RM_CF_SHUT_WR = 1u << 14,	/* send FIN once output is drained */
+	RM_CF_SHUT_WR_DONE = 1u << 15,
 };
 
 enum rm_chunk_kind { RM_CHUNK_RX = 1, RM_CHUNK_BLOCK, RM_CHUNK_STATIC };
@@ -456,6 +458,10 @@ int rm_conn_write(struct rm_conn *c, const void *data, size_t len)
 		return 0;
 	if (!can_queue(c, len) || rm_conn_output_room(c) < len) {
 		c->flags |= RM_CF_WANT_WRITABLE;
+		/* Refused for the worker's pools while nothing of ours is queued: no
+		 * send completion will come to report writable, so check next round. */
+		if (c->out_bytes == 0)
+			defer(c, 0);
 		return -ENOBUFS;
 	}
 	while (len > 0) {
@@ -628,7 +634,7 @@ static void on_send_done(struct rm_conn *c, int res)
 	}
 	if (c->held_head != NULL)
 		defer(c, RM_CF_RESUME);
-	if (c->flags & RM_CF_WANT_WRITABLE)
+	if ((c->flags & RM_CF_WANT_WRITABLE) || ((c->flags & RM_CF_SHUT_WR) && c->out_bytes == 0))
 		defer(c, 0);
 }
 
@@ -749,6 +755,13 @@ static void on_recv(struct rm_conn *c, int res, uint32_t cqe_flags)
 	}
 }
 
+void rm_conn_shutdown_write(struct rm_conn *c)
+{
+	if (c->state != RM_CONN_OPEN || (c->flags & RM_CF_SHUT_WR))
+		return;
+	defer(c, RM_CF_SHUT_WR);
+}
+
 void rm_conn_resume(struct rm_conn *c)
 {
 	if (c->state == RM_CONN_OPEN)
@@ -819,6 +832,11 @@ static void run_deferred_one(struct rm_conn *c)
 	if (c->state == RM_CONN_CLOSING && c->out_bytes == 0) {
 		conn_kill(c, 0);
 		return;
+	}
+	if (c->state == RM_CONN_OPEN && (c->flags & RM_CF_SHUT_WR) && !(c->flags & RM_CF_SHUT_WR_DONE) &&
+	    c->out_bytes == 0) {
+		c->flags |= RM_CF_SHUT_WR_DONE;
+		shutdown(c->fd, SHUT_WR);
 	}
 	if (c->state != RM_CONN_DEAD)
 		flush(c);
@@ -1161,9 +1179,11 @@ static void worker_loop(struct rm_worker *w)
 				continue;
 			}
 		}
-		if (w->daemon->hooks.worker_tick != NULL &&
-		    !w->daemon->hooks.worker_tick(w, w->daemon->hooks.arg))
+		if (!w->stopping && w->daemon->hooks.worker_tick != NULL &&
+		    !w->daemon->hooks.worker_tick(w, w->daemon->hooks.arg)) {
 			begin_stop(w);
+			continue;
+		}
 		if (w->deferred_head != NULL)
 			wait_ms = 0;
 		next_tick = rm_wheel_next_tick(&w->wheel);

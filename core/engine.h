@@ -156,6 +156,7 @@ size_t rm_conn_output_room(const struct rm_conn *c);
 void rm_conn_close(struct rm_conn *c);		/* after queued output is sent */
 void rm_conn_abort(struct rm_conn *c, int err);	/* now, output dropped */
 void rm_conn_resume(struct rm_conn *c);		/* re-offer held input */
+void rm_conn_shutdown_write(struct rm_conn *c);	/* FIN after queued output; reading goes on */
 void rm_conn_timer(struct rm_conn *c, uint32_t timeout_ms);	/* 0 = cancel */
 /* The listener this connection came in on, from the current config; NULL if outbound. */
 const struct rm_listener_config *rm_conn_listener(const struct rm_conn *c);

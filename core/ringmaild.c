@@ -33,6 +33,7 @@
 #include "core/engine.h"
 #include "core/log.h"
 #include "tests/line_echo.h"
+#include "tests/relay.h"
 
 #define RM_DEFAULT_CONFIG "/etc/ringmail/ringmail.conf"
 #define RM_RETIRED_MAX 8	/* configs replaced by SIGHUP, awaiting every worker */
@@ -40,6 +41,7 @@
 
 static const struct rm_protocol protocols[] = {
 	{ "echo", &rm_echo_ops },
+	{ "relay", &rm_relay_client_ops },
 	{ NULL, NULL },
 };
 

@@ -1,0 +1,1379 @@
+/*
+ * NAME
+ *	ringmail-bench - load generator for ringmaild, built on the engine
+ * SYNOPSIS
+ *	ringmail-bench echo [--host A] [--port P] [--conns N] [--lines M]
+ *		[--line-bytes L] [--pipeline K] [--ramp R] [common options]
+ *	ringmail-bench idle [--host A] [--port P] [--conns N] [--hold S]
+ *		[--ramp R] [common options]
+ *	common options: [--workers W] [--time-limit S] [--connect-timeout MS]
+ *		[--seed X] [--json] [-v]
+ * DESCRIPTION
+ *	The tool is itself an rm_daemon with no listener: every worker connects
+ *	out with rm_conn_connect from its worker_start and worker_tick hooks, and
+ *	drives its share of the connections (N / W, the first N % W workers one
+ *	more) through the same session callbacks a protocol would use.  The
+ *	server must speak the "echo" test protocol (tests/line_echo.h).
+ *
+ *	echo: each connection waits for the greeting, then sends M lines of L
+ *	bytes (CR LF included; the text is pseudo-random printable ASCII that
+ *	depends on the seed, the connection number and the line number, so
+ *	nothing sent is kept: the expected echo is generated again when it
+ *	arrives).  Lines go K per write; the next K are written only when every
+ *	byte of the last K came back and matched, so at most K lines are ever
+ *	outstanding and each batch gives one round-trip time.  Then QUIT, which
+ *	must be answered "+OK bye" and a close.  Round-trip times go into a
+ *	fixed-size log-linear histogram (about 3% resolution), not an array.
+ *
+ *	idle: opens N connections, waits for each greeting, and once every
+ *	connection is settled (greeted, or failed) prints "ALL-ESTABLISHED N"
+ *	(only when none failed) and flushes stdout, so that a script can sample
+ *	the server's memory while they sit idle.  S seconds later every
+ *	connection sends QUIT and must get "+OK bye" and a close.
+ *
+ *	New connections are paced by --ramp (connects per second for the whole
+ *	run, split between workers; default 2000 in idle mode, unlimited in echo
+ *	mode) and, whatever the ramp, at most CONNECTING_MAX per worker are in
+ *	progress at once.  The engine has no worker-level timer, so a worker that
+ *	must wake at a given time (next ramp slot, end of the hold) borrows the
+ *	timer of one of its open connections (the "pacer"); the loop then runs
+ *	worker_tick, which does the work.
+ *
+ *	Every run is bounded: after --time-limit seconds (default 300) the main
+ *	thread asks the daemon to stop, open connections are aborted and count as
+ *	failed, and the report says so.  SIGINT and SIGTERM do the same at once.
+ *
+ *	Only loopback targets are accepted (127.0.0.0/8, ::1, "localhost"): this
+ *	is a test tool and must never load another host's network.
+ * DIAGNOSTICS
+ *	Exit 0 only when every connection completed (echo: with every byte
+ *	verified; idle: established and said bye); 1 when any failed or the time
+ *	limit passed; 2 for bad usage or a failure to start.  The report goes to
+ *	stdout (--json adds one JSON line at the end); log lines go to stderr
+ *	(warnings only, unless -v).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "core/config.h"
+#include "core/engine.h"
+#include "core/log.h"
+
+#define CONNECTING_MAX 256		/* connects in progress per worker */
+#define PACER_POLL_MS 20		/* while waiting for other workers */
+#define SHUTDOWN_GRACE_MS 2000		/* after the time limit */
+#define FAILURES_LOGGED_MAX 5		/* detailed lines per worker */
+#define LINE_BYTES_MIN 3		/* one character and CR LF */
+#define LINE_BYTES_MAX (65536 + 2)	/* the server's line_length_max ceiling */
+#define BATCH_BYTES_MAX (16u << 20)	/* pipeline x line-bytes */
+#define CONNS_MAX 1000000u
+#define IDLE_RAMP_DEFAULT 2000u
+
+static const char greeting[] = "+OK echo ready\r\n";
+static const char quit_line[] = "QUIT\r\n";
+static const char bye[] = "+OK bye\r\n";
+
+enum bench_mode { MODE_ECHO = 1, MODE_IDLE };
+
+struct bench_opts {
+	enum bench_mode mode;
+	char host[64];
+	uint16_t port;
+	union rm_sockaddr dest;
+	socklen_t dest_len;
+	uint32_t conns;
+	uint32_t lines;
+	uint32_t line_bytes;
+	uint32_t pipeline;
+	uint32_t hold_s;
+	uint32_t ramp_per_s;		/* 0 = unlimited */
+	uint32_t workers;
+	uint32_t time_limit_s;
+	uint32_t connect_timeout_ms;
+	uint64_t seed;
+	bool json;
+	bool verbose;
+};
+
+/* ---- round-trip histogram --------------------------------------------------
+ * Log-linear: values below 64 exactly, then 32 sub-buckets per power of two,
+ * so any value is known to within 1/32.  Fixed size whatever the run length. */
+#define HIST_SUB_BITS 5
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_LINEAR 64u
+#define HIST_BUCKETS (HIST_LINEAR + (64u - 6u) * HIST_SUB)
+
+struct hist {
+	uint64_t count;
+	uint64_t sum;
+	uint64_t max;
+	uint64_t buckets[HIST_BUCKETS];
+};
+
+static unsigned hist_index(uint64_t v)
+{
+	unsigned e;
+
+	if (v < HIST_LINEAR)
+		return (unsigned)v;
+	e = 63u - (unsigned)__builtin_clzll(v);		/* >= 6 */
+	return HIST_LINEAR + (e - 6u) * HIST_SUB + (unsigned)((v >> (e - HIST_SUB_BITS)) & (HIST_SUB - 1));
+}
+
+/* The highest value that falls in bucket i. */
+static uint64_t hist_upper(unsigned i)
+{
+	unsigned e, sub;
+
+	if (i < HIST_LINEAR)
+		return i;
+	e = (i - HIST_LINEAR) / HIST_SUB + 6u;
+	sub = (i - HIST_LINEAR) % HIST_SUB;
+	return (((uint64_t)(HIST_SUB + sub) + 1) << (e - HIST_SUB_BITS)) - 1;
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+	unsigned i = hist_index(v);
+
+	RM_ASSERT(i < HIST_BUCKETS);
+	h->buckets[i]++;
+	h->count++;
+	h->sum += v;
+	if (v > h->max)
+		h->max = v;
+}
+
+static void hist_merge(struct hist *into, const struct hist *from)
+{
+	for (unsigned i = 0; i < HIST_BUCKETS; i++)
+		into->buckets[i] += from->buckets[i];
+	into->count += from->count;
+	into->sum += from->sum;
+	if (from->max > into->max)
+		into->max = from->max;
+}
+
+/* The value at quantile q (0..1]: the bucket's upper bound, never above the max seen. */
+static uint64_t hist_quantile(const struct hist *h, double q)
+{
+	uint64_t rank, seen = 0;
+
+	if (h->count == 0)
+		return 0;
+	rank = (uint64_t)(q * (double)h->count + 0.999999);
+	if (rank == 0)
+		rank = 1;
+	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+		seen += h->buckets[i];
+		if (seen >= rank) {
+			uint64_t v = hist_upper(i);
+
+			return v < h->max ? v : h->max;
+		}
+	}
+	return h->max;
+}
+
+/* ---- results ------------------------------------------------------------------ */
+
+enum fail_reason {
+	R_NONE = 0,
+	R_CONNECT,		/* socket or connect failed */
+	R_CONNECT_TIMEOUT,
+	R_GREETING,		/* not "+OK echo ready" */
+	R_MISMATCH,		/* echoed bytes differ from what was sent */
+	R_UNEXPECTED,		/* bytes when none were due (e.g. "-ERR idle timeout") */
+	R_BYE,			/* QUIT not answered "+OK bye" */
+	R_EOF,			/* the server closed early */
+	R_SOCKET,		/* the connection failed (reset, ...) */
+	R_WRITE,		/* the engine refused our output */
+	R_STOPPED,		/* time limit or signal */
+	R_NOT_STARTED,		/* never connected: stopped first */
+	R_COUNT
+};
+
+static const char *const reason_names[R_COUNT] = {
+	[R_NONE] = "none",
+	[R_CONNECT] = "connect failed",
+	[R_CONNECT_TIMEOUT] = "connect timed out",
+	[R_GREETING] = "bad greeting",
+	[R_MISMATCH] = "echo mismatch",
+	[R_UNEXPECTED] = "unexpected data",
+	[R_BYE] = "bad reply to QUIT",
+	[R_EOF] = "closed by server early",
+	[R_SOCKET] = "socket error",
+	[R_WRITE] = "output refused",
+	[R_STOPPED] = "stopped (time limit or signal)",
+	[R_NOT_STARTED] = "not started",
+};
+
+struct bench_result {
+	uint64_t ok;
+	uint64_t failed;
+	uint64_t established;		/* greeting received */
+	uint64_t byes;
+	uint64_t lines;			/* lines echoed and verified */
+	uint64_t bytes_verified;
+	uint64_t bytes_sent;
+	uint64_t mismatches;		/* bytes that differed */
+	uint64_t reasons[R_COUNT];
+	int last_connect_err;		/* -errno */
+	struct hist rtt_us;		/* per batch */
+};
+
+/* ---- sessions and workers ----------------------------------------------------------- */
+
+enum sess_state {
+	S_UNUSED = 0,
+	S_CONNECTING,
+	S_GREETING,
+	S_RUNNING,		/* echo: lines in flight */
+	S_HOLDING,		/* idle: established, waiting for the end of the hold */
+	S_QUIT_SENT,
+	S_BYE,			/* "+OK bye" read; waiting for the server's close */
+	S_DONE,			/* success; closing */
+	S_FAILED,
+};
+
+struct bench_worker;
+
+struct bench_session {
+	struct bench_worker *bw;
+	struct rm_conn *c;		/* NULL once closed */
+	uint32_t conn_no;		/* global connection number: part of the line text */
+	uint8_t state;			/* enum sess_state */
+	uint8_t reason;			/* enum fail_reason, when failed */
+	bool settled;			/* counted in shared.settled (idle) */
+	uint32_t match_off;		/* bytes of the greeting or bye matched */
+	uint32_t lines_sent;
+	uint32_t rx_line;		/* line being verified */
+	uint32_t rx_off;		/* bytes of it verified */
+	uint64_t batch_start_us;
+};
+
+struct bench_shared;
+
+struct bench_worker {
+	struct bench_shared *sh;
+	struct rm_worker *w;
+	unsigned index;
+	uint32_t first;			/* conn_no of this worker's first connection */
+	uint32_t share;			/* connections this worker runs */
+	uint32_t started;
+	uint32_t connecting;
+	uint32_t finished;		/* closed, ok or not */
+	double ramp_per_ms;		/* 0 = unlimited */
+	uint64_t t0_ms;
+	uint64_t done_us;		/* when its share finished */
+	bool quit_sent;			/* idle: the hold is over here */
+	uint32_t failures_logged;
+	struct bench_session *pacer;
+	struct bench_session *sessions;	/* share entries */
+	uint8_t *batch;			/* pipeline x line_bytes, to write a batch */
+	struct bench_result r;
+};
+
+struct bench_shared {
+	struct bench_opts opt;
+	struct bench_worker *workers;
+	uint64_t start_ms;
+	uint64_t start_us;
+	_Atomic uint64_t established;
+	_Atomic uint64_t settled;	/* established, or failed before that */
+	_Atomic uint64_t finished;
+	_Atomic uint64_t all_settled_ms;	/* 0 until every connection settled */
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- line content ----------------------------------------------------------------------
+ * Byte i of line n of connection k is a pure function of (seed, k, n, i), so the
+ * receiver regenerates what it expects instead of keeping what it sent. */
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+/* Bytes [from, from + len) of a line; the last two bytes of every line are CR LF. */
+static void line_fill(const struct bench_opts *o, uint32_t conn_no, uint32_t line, uint32_t from,
+		      uint32_t len, uint8_t *out)
+{
+	uint32_t text_len = o->line_bytes - 2;
+	uint64_t key = mix64(o->seed ^ mix64(((uint64_t)conn_no << 32) | line));
+	uint64_t block = UINT64_MAX, bits = 0;
+
+	RM_ASSERT(from + len <= o->line_bytes);
+	for (uint32_t i = 0; i < len; i++) {
+		uint32_t pos = from + i;
+		uint8_t b;
+
+		if (pos >= text_len) {
+			out[i] = pos == text_len ? '\r' : '\n';
+			continue;
+		}
+		if (pos / 8 != block) {
+			block = pos / 8;
+			bits = mix64(key + block);
+		}
+		b = (uint8_t)(bits >> (8 * (pos % 8)));
+		out[i] = (uint8_t)(0x21 + ((unsigned)b * 94u >> 8));	/* '!' .. '~' */
+		/* A line must never read "QUIT": that would end the session. */
+		if (pos == 0 && out[i] == 'Q')
+			out[i] = 'q';
+	}
+}
+
+/* Printable rendering of peer bytes for a log line (the logger turns control
+ * characters into '?' anyway; this keeps CR/LF readable). */
+static const char *escape(const uint8_t *p, size_t n, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n && o + 5 < size; i++) {
+		uint8_t ch = p[i];
+
+		if (ch == '\r' || ch == '\n') {
+			out[o++] = '\\';
+			out[o++] = ch == '\r' ? 'r' : 'n';
+		} else if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+			out[o++] = (char)ch;
+		} else {
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", ch);
+		}
+	}
+	if (o >= size)
+		o = size - 1;
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- session life ------------------------------------------------------------------------ */
+
+static const struct rm_session_ops bench_ops;
+
+static bool sess_final(const struct bench_session *s)
+{
+	return s->state == S_DONE || s->state == S_FAILED;
+}
+
+static void settle(struct bench_session *s, bool established)
+{
+	struct bench_shared *sh = s->bw->sh;
+	uint64_t n;
+
+	if (s->settled)
+		return;
+	s->settled = true;
+	if (established)
+		atomic_fetch_add_explicit(&sh->established, 1, memory_order_relaxed);
+	n = atomic_fetch_add_explicit(&sh->settled, 1, memory_order_acq_rel) + 1;
+	if (n == sh->opt.conns) {
+		uint64_t est = atomic_load_explicit(&sh->established, memory_order_acquire);
+		uint64_t t = rm_now_ms();
+
+		atomic_store_explicit(&sh->all_settled_ms, t ? t : 1, memory_order_release);
+		if (sh->opt.mode == MODE_IDLE) {
+			/* The memory script keys on this line: print it at once. */
+			if (est == sh->opt.conns)
+				printf("ALL-ESTABLISHED %" PRIu64 "\n", est);
+			else
+				printf("SETTLED established %" PRIu64 " failed %" PRIu64 "\n", est,
+				       (uint64_t)sh->opt.conns - est);
+			fflush(stdout);
+		}
+	}
+}
+
+static void pacer_release(struct bench_session *s)
+{
+	if (s->bw->pacer != s)
+		return;
+	s->bw->pacer = NULL;
+	if (s->c != NULL)
+		rm_conn_timer(s->c, 0);
+}
+
+/* Record why the session failed (the first reason wins); log the first few. */
+static bool note_failure(struct bench_session *s, enum fail_reason why, const char *detail)
+{
+	struct bench_worker *bw = s->bw;
+
+	if (sess_final(s))
+		return false;
+	s->state = S_FAILED;
+	s->reason = (uint8_t)why;
+	/* A stop fails every open connection at once: the report counts them. */
+	if (why != R_STOPPED && bw->failures_logged < FAILURES_LOGGED_MAX) {
+		bw->failures_logged++;
+		rm_warn(s->c != NULL ? s->c->id : 0, "connection %u: %s%s%s", s->conn_no, reason_names[why],
+			detail != NULL ? ": " : "", detail != NULL ? detail : "");
+	}
+	pacer_release(s);
+	return true;
+}
+
+/* The session failed: drop the connection now (on_close does the accounting). */
+static void sess_fail(struct bench_session *s, enum fail_reason why, const char *detail)
+{
+	if (note_failure(s, why, detail) && s->c != NULL)
+		rm_conn_abort(s->c, -EPROTO);
+}
+
+static void send_batch(struct bench_session *s)
+{
+	struct bench_worker *bw = s->bw;
+	const struct bench_opts *o = &bw->sh->opt;
+	uint32_t k = o->lines - s->lines_sent;
+	size_t len;
+
+	if (k > o->pipeline)
+		k = o->pipeline;
+	for (uint32_t i = 0; i < k; i++)
+		line_fill(o, s->conn_no, s->lines_sent + i, 0, o->line_bytes, bw->batch + (size_t)i * o->line_bytes);
+	len = (size_t)k * o->line_bytes;
+	if (rm_conn_write(s->c, bw->batch, len) < 0) {
+		sess_fail(s, R_WRITE, "batch does not fit the output queue");
+		return;
+	}
+	s->lines_sent += k;
+	bw->r.bytes_sent += len;
+	s->batch_start_us = now_us();
+}
+
+static void send_quit(struct bench_session *s)
+{
+	if (rm_conn_send_static(s->c, quit_line, sizeof(quit_line) - 1) < 0) {
+		sess_fail(s, R_WRITE, "QUIT does not fit the output queue");
+		return;
+	}
+	s->state = S_QUIT_SENT;
+	s->match_off = 0;
+}
+
+/* Match the next bytes against a fixed reply; returns bytes taken, or -1 on a difference. */
+static long match_fixed(struct bench_session *s, const char *want, size_t want_len,
+			const uint8_t *p, size_t n)
+{
+	size_t k = want_len - s->match_off;
+
+	if (k > n)
+		k = n;
+	if (memcmp(p, want + s->match_off, k) != 0)
+		return -1;
+	s->match_off += (uint32_t)k;
+	return (long)k;
+}
+
+/* Echo mode: check received bytes against the lines sent; returns bytes taken. */
+static size_t verify_echo(struct bench_session *s, const uint8_t *p, size_t n)
+{
+	struct bench_worker *bw = s->bw;
+	const struct bench_opts *o = &bw->sh->opt;
+	uint8_t want[256];
+	size_t pos = 0;
+
+	while (pos < n && s->rx_line < s->lines_sent) {
+		uint32_t k = o->line_bytes - s->rx_off;
+
+		if (k > n - pos)
+			k = (uint32_t)(n - pos);
+		if (k > sizeof(want))
+			k = sizeof(want);
+		line_fill(o, s->conn_no, s->rx_line, s->rx_off, k, want);
+		if (memcmp(want, p + pos, k) != 0) {
+			char detail[200], got[64], exp[64];
+			uint32_t bad = 0, first = UINT32_MAX;
+
+			for (uint32_t i = 0; i < k; i++) {
+				if (want[i] != p[pos + i]) {
+					bad++;
+					if (first == UINT32_MAX)
+						first = i;
+				}
+			}
+			bw->r.mismatches += bad;
+			snprintf(detail, sizeof(detail), "line %u byte %u: got \"%s\" want \"%s\"%s", s->rx_line,
+				 s->rx_off + first, escape(p + pos + first, n - pos - first < 20 ? n - pos - first : 20, got, sizeof(got)),
+				 escape(want + first, k - first < 20 ? k - first : 20, exp, sizeof(exp)),
+				 s->rx_off == 0 && n - pos >= 18 && memcmp(p + pos, "-ERR line too long", 18) == 0 ?
+				 " (the server's limits.line_length_max is below --line-bytes - 2)" : "");
+			sess_fail(s, R_MISMATCH, detail);
+			return n;
+		}
+		pos += k;
+		s->rx_off += k;
+		bw->r.bytes_verified += k;
+		if (s->rx_off == o->line_bytes) {
+			s->rx_off = 0;
+			s->rx_line++;
+			bw->r.lines++;
+		}
+	}
+	return pos;
+}
+
+static void batch_done(struct bench_session *s)
+{
+	struct bench_worker *bw = s->bw;
+
+	hist_add(&bw->r.rtt_us, now_us() - s->batch_start_us);
+	if (s->lines_sent == bw->sh->opt.lines)
+		send_quit(s);
+	else
+		send_batch(s);
+}
+
+static void greeted(struct bench_session *s)
+{
+	struct bench_worker *bw = s->bw;
+
+	bw->r.established++;
+	settle(s, true);
+	if (bw->sh->opt.mode == MODE_IDLE) {
+		s->state = S_HOLDING;
+		return;
+	}
+	s->state = S_RUNNING;
+	if (bw->sh->opt.lines == 0)
+		send_quit(s);
+	else
+		send_batch(s);
+}
+
+static size_t bench_data(struct rm_conn *c, const struct rm_rx *rx)
+{
+	struct bench_session *s = c->session;
+	const uint8_t *p = rx->data;
+	size_t n = rx->len, pos = 0;
+	char shown[64];
+
+	RM_ASSERT(s != NULL && s->c == c);
+	/* Everything is consumed: a client that verifies and drops never holds input. */
+	while (pos < n && !sess_final(s)) {
+		long k;
+
+		switch (s->state) {
+		case S_GREETING:
+			k = match_fixed(s, greeting, sizeof(greeting) - 1, p + pos, n - pos);
+			if (k < 0) {
+				sess_fail(s, R_GREETING, escape(p + pos, n - pos < 40 ? n - pos : 40, shown, sizeof(shown)));
+				break;
+			}
+			pos += (size_t)k;
+			if (s->match_off == sizeof(greeting) - 1)
+				greeted(s);
+			break;
+		case S_RUNNING:
+			if (s->rx_line >= s->lines_sent) {
+				sess_fail(s, R_UNEXPECTED, escape(p + pos, n - pos < 40 ? n - pos : 40, shown, sizeof(shown)));
+				break;
+			}
+			pos += verify_echo(s, p + pos, n - pos);
+			if (!sess_final(s) && s->rx_line == s->lines_sent && s->rx_off == 0)
+				batch_done(s);
+			break;
+		case S_QUIT_SENT:
+			k = match_fixed(s, bye, sizeof(bye) - 1, p + pos, n - pos);
+			if (k < 0) {
+				sess_fail(s, R_BYE, escape(p + pos, n - pos < 40 ? n - pos : 40, shown, sizeof(shown)));
+				break;
+			}
+			pos += (size_t)k;
+			if (s->match_off == sizeof(bye) - 1) {
+				s->state = S_BYE;
+				s->bw->r.byes++;
+			}
+			break;
+		default:	/* S_HOLDING, S_BYE: nothing is due */
+			sess_fail(s, R_UNEXPECTED, escape(p + pos, n - pos < 40 ? n - pos : 40, shown, sizeof(shown)));
+			break;
+		}
+	}
+	return n;
+}
+
+static void bench_connect(struct rm_conn *c, int err)
+{
+	struct bench_session *s = c->session;
+	struct bench_worker *bw = s->bw;
+
+	RM_ASSERT(s->state == S_CONNECTING);
+	RM_ASSERT(bw->connecting > 0);
+	bw->connecting--;
+	if (err != 0) {
+		/* The engine closes it next; on_close does the accounting. */
+		bw->r.last_connect_err = err;
+		note_failure(s, err == -ETIMEDOUT ? R_CONNECT_TIMEOUT : R_CONNECT, strerror(-err));
+		return;
+	}
+	s->state = S_GREETING;
+	s->match_off = 0;
+	if (bw->pacer == NULL)
+		bw->pacer = s;
+}
+
+static void bench_eof(struct rm_conn *c)
+{
+	struct bench_session *s = c->session;
+
+	if (s->state != S_BYE) {
+		sess_fail(s, R_EOF, NULL);
+		return;
+	}
+	s->state = S_DONE;
+	pacer_release(s);
+	rm_conn_close(c);
+}
+
+/* Only the pacer's timer is ever armed; worker_tick runs right after this. */
+static void bench_timeout(struct rm_conn *c)
+{
+}
+
+static void bench_shutdown(struct rm_conn *c)
+{
+	struct bench_session *s = c->session;
+
+	if (s->state == S_BYE) {
+		/* Everything was verified; only the server's close was missing. */
+		s->state = S_DONE;
+		pacer_release(s);
+		rm_conn_close(c);
+		return;
+	}
+	if (s->state == S_CONNECTING) {
+		RM_ASSERT(s->bw->connecting > 0);
+		s->bw->connecting--;
+	}
+	sess_fail(s, R_STOPPED, NULL);
+}
+
+static void bench_close(struct rm_conn *c, int err)
+{
+	struct bench_session *s = c->session;
+	struct bench_worker *bw = s->bw;
+	struct bench_shared *sh = bw->sh;
+
+	if (s->state == S_CONNECTING) {
+		/* Killed before the connect reported (e.g. at shutdown). */
+		RM_ASSERT(bw->connecting > 0);
+		bw->connecting--;
+		s->state = S_FAILED;
+		s->reason = R_STOPPED;
+	}
+	if (s->state != S_DONE && s->state != S_FAILED) {
+		s->state = S_FAILED;
+		s->reason = err != 0 ? R_SOCKET : R_EOF;
+		if (bw->failures_logged < FAILURES_LOGGED_MAX) {
+			bw->failures_logged++;
+			rm_warn(c->id, "connection %u: %s%s%s", s->conn_no, reason_names[s->reason],
+				err != 0 ? ": " : "", err != 0 ? strerror(-err) : "");
+		}
+	}
+	if (s->state == S_DONE) {
+		bw->r.ok++;
+	} else {
+		bw->r.failed++;
+		bw->r.reasons[s->reason]++;
+	}
+	settle(s, false);
+	if (bw->pacer == s)
+		bw->pacer = NULL;
+	s->c = NULL;
+	c->session = NULL;
+	bw->finished++;
+	atomic_fetch_add_explicit(&sh->finished, 1, memory_order_relaxed);
+}
+
+static const struct rm_session_ops bench_ops = {
+	.protocol = "bench-client",
+	.on_data = bench_data,
+	.on_timeout = bench_timeout,
+	.on_eof = bench_eof,
+	.on_shutdown = bench_shutdown,
+	.on_close = bench_close,
+	.on_connect = bench_connect,
+};
+
+/* ---- the worker hooks ----------------------------------------------------------------- */
+
+static void start_one(struct bench_worker *bw)
+{
+	struct bench_shared *sh = bw->sh;
+	struct bench_session *s = &bw->sessions[bw->started];
+	struct rm_connect_options co = {
+		.dest = &sh->opt.dest.sa,
+		.dest_len = sh->opt.dest_len,
+		.timeout_ms = sh->opt.connect_timeout_ms,
+	};
+	struct rm_conn *c;
+	int err = 0;
+
+	RM_ASSERT(bw->started < bw->share);
+	memset(s, 0, sizeof(*s));
+	s->bw = bw;
+	s->conn_no = bw->first + bw->started;
+	s->state = S_CONNECTING;
+	bw->started++;
+	c = rm_conn_connect(bw->w, &co, &bench_ops, s, &err);
+	if (c == NULL) {
+		/* No callback will come: account here. */
+		s->state = S_FAILED;
+		s->reason = R_CONNECT;
+		bw->r.last_connect_err = err;
+		bw->r.failed++;
+		bw->r.reasons[R_CONNECT]++;
+		if (bw->failures_logged < FAILURES_LOGGED_MAX) {
+			bw->failures_logged++;
+			rm_warn(0, "connection %u: cannot start: %s", s->conn_no, strerror(-err));
+		}
+		settle(s, false);
+		bw->finished++;
+		atomic_fetch_add_explicit(&sh->finished, 1, memory_order_relaxed);
+		return;
+	}
+	s->c = c;
+	bw->connecting++;
+}
+
+/* Start what the ramp allows; return when the next connect is due (UINT64_MAX: none). */
+static uint64_t ramp(struct bench_worker *bw, uint64_t now_ms)
+{
+	uint64_t allowed, next;
+
+	if (bw->ramp_per_ms <= 0) {
+		allowed = bw->share;
+	} else {
+		/* One at once, then the rate: floor(rate x elapsed) + 1. */
+		allowed = (uint64_t)(bw->ramp_per_ms * (double)(now_ms - bw->t0_ms)) + 1;
+		if (allowed > bw->share)
+			allowed = bw->share;
+	}
+	while (bw->started < allowed && bw->connecting < CONNECTING_MAX)
+		start_one(bw);
+	if (bw->started >= bw->share || bw->connecting >= CONNECTING_MAX)
+		return UINT64_MAX;	/* done, or a connect completion will run the tick */
+	next = bw->t0_ms + (uint64_t)((double)bw->started / bw->ramp_per_ms + 0.999);
+	return next > now_ms ? next : now_ms + 1;
+}
+
+static void quit_all(struct bench_worker *bw)
+{
+	bw->quit_sent = true;
+	for (uint32_t i = 0; i < bw->started; i++) {
+		struct bench_session *s = &bw->sessions[i];
+
+		if (s->state == S_HOLDING)
+			send_quit(s);
+	}
+}
+
+/* Some open connection whose timer can wake this worker, or NULL. */
+static struct bench_session *find_pacer(struct bench_worker *bw)
+{
+	for (uint32_t i = 0; i < bw->started; i++) {
+		struct bench_session *s = &bw->sessions[i];
+
+		if (s->c != NULL && s->state >= S_GREETING && s->state <= S_QUIT_SENT)
+			return s;
+	}
+	return NULL;
+}
+
+static bool bench_tick(struct rm_worker *w, void *arg)
+{
+	struct bench_worker *bw = rm_worker_user(w);
+	struct bench_shared *sh = arg;
+	uint64_t now = rm_worker_now_ms(w), wake = UINT64_MAX;
+
+	RM_ASSERT(bw != NULL && bw->sh == sh);
+	if (rm_worker_stopping(w)) {
+		/* Time limit or signal: what never started counts as failed. */
+		while (bw->started < bw->share) {
+			struct bench_session *s = &bw->sessions[bw->started++];
+
+			memset(s, 0, sizeof(*s));
+			s->bw = bw;
+			s->state = S_FAILED;
+			bw->r.failed++;
+			bw->r.reasons[R_NOT_STARTED]++;
+			bw->finished++;
+			atomic_fetch_add_explicit(&sh->finished, 1, memory_order_relaxed);
+		}
+	} else {
+		if (bw->started < bw->share)
+			wake = ramp(bw, now);
+		if (sh->opt.mode == MODE_IDLE && !bw->quit_sent && bw->started == bw->share) {
+			uint64_t settled_ms = atomic_load_explicit(&sh->all_settled_ms, memory_order_acquire);
+
+			if (settled_ms == 0) {
+				if (now + PACER_POLL_MS < wake)
+					wake = now + PACER_POLL_MS;
+			} else if (now >= settled_ms + (uint64_t)sh->opt.hold_s * 1000u) {
+				quit_all(bw);
+			} else if (settled_ms + (uint64_t)sh->opt.hold_s * 1000u < wake) {
+				wake = settled_ms + (uint64_t)sh->opt.hold_s * 1000u;
+			}
+		}
+		if (wake != UINT64_MAX) {
+			if (bw->pacer == NULL)
+				bw->pacer = find_pacer(bw);
+			/* Without one the loop still wakes within a second. */
+			if (bw->pacer != NULL)
+				rm_conn_timer(bw->pacer->c, (uint32_t)(wake > now ? wake - now : 1));
+		}
+	}
+	if (bw->finished < bw->share)
+		return true;
+	if (bw->done_us == 0)
+		bw->done_us = now_us();
+	return false;
+}
+
+static void bench_worker_start(struct rm_worker *w, void *arg)
+{
+	struct bench_shared *sh = arg;
+	struct bench_worker *bw = &sh->workers[rm_worker_index(w)];
+
+	bw->w = w;
+	bw->t0_ms = rm_worker_now_ms(w);
+	rm_worker_set_user(w, bw);
+	/* The first connects go out now; the tick starts the rest. */
+	if (bw->share > 0)
+		ramp(bw, bw->t0_ms);
+}
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: ringmail-bench echo [options]   lines echoed byte-exact, pipelined\n"
+		"       ringmail-bench idle [options]   many idle connections (memory tests)\n"
+		"The server must speak the \"echo\" test protocol (ringmaild's echo listener).\n"
+		"Common options:\n"
+		"  --host ADDR           loopback only: 127.0.0.0/8, ::1 or localhost (default 127.0.0.1)\n"
+		"  --port PORT           default 2007\n"
+		"  --conns N             connections (default 10 echo, 1000 idle)\n"
+		"  --workers W           engine workers (default: online CPUs, at most N)\n"
+		"  --ramp R              at most R new connects per second for the whole run\n"
+		"                        (default unlimited for echo, %u for idle; 0 = unlimited)\n"
+		"  --time-limit S        stop, report and fail after S seconds (default 300)\n"
+		"  --connect-timeout MS  per connection (default 10000)\n"
+		"  --json                add a one-line JSON report as the last line of stdout\n"
+		"  -v, --verbose         log at info level and print progress every second\n"
+		"  -h, --help            this help\n"
+		"echo options:\n"
+		"  --lines M             lines per connection (default 1000)\n"
+		"  --line-bytes L        bytes per line, CR LF included (default 100, %u..%u;\n"
+		"                        the server's limits.line_length_max must be >= L - 2)\n"
+		"  --pipeline K          lines per write; at most K outstanding (default 1)\n"
+		"  --seed X              varies the line content (default 1)\n"
+		"idle options:\n"
+		"  --hold S              seconds to stay idle once all are established (default 10)\n"
+		"Exit status: 0 when every connection completed and verified, 1 otherwise, 2 usage.\n",
+		IDLE_RAMP_DEFAULT, LINE_BYTES_MIN, LINE_BYTES_MAX);
+}
+
+static bool parse_u64(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	if (s == NULL || *s == '\0' || *s == '-')
+		goto bad;
+	v = strtoull(s, &end, 0);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		goto bad;
+	*out = v;
+	return true;
+bad:
+	fprintf(stderr, "ringmail-bench: --%s %s: must be an integer from %" PRIu64 " to %" PRIu64 "\n",
+		name, s != NULL ? s : "", min, max);
+	return false;
+}
+
+/* Numeric loopback addresses only: a load tool must not reach another host. */
+static bool parse_host(struct bench_opts *o, const char *host)
+{
+	memset(&o->dest, 0, sizeof(o->dest));
+	if (strcmp(host, "localhost") == 0)
+		host = "127.0.0.1";
+	if (strlen(host) >= sizeof(o->host))
+		goto bad;
+	snprintf(o->host, sizeof(o->host), "%s", host);
+	if (inet_pton(AF_INET, host, &o->dest.in4.sin_addr) == 1) {
+		if ((ntohl(o->dest.in4.sin_addr.s_addr) >> 24) != 127)
+			goto bad;
+		o->dest.in4.sin_family = AF_INET;
+		o->dest_len = sizeof(o->dest.in4);
+		return true;
+	}
+	if (inet_pton(AF_INET6, host, &o->dest.in6.sin6_addr) == 1) {
+		if (!IN6_IS_ADDR_LOOPBACK(&o->dest.in6.sin6_addr))
+			goto bad;
+		o->dest.in6.sin6_family = AF_INET6;
+		o->dest_len = sizeof(o->dest.in6);
+		return true;
+	}
+bad:
+	fprintf(stderr, "ringmail-bench: --host %s: only loopback addresses are allowed "
+		"(127.0.0.0/8, ::1, localhost)\n", host);
+	return false;
+}
+
+enum {
+	OPT_HOST = 1000, OPT_PORT, OPT_CONNS, OPT_LINES, OPT_LINE_BYTES, OPT_PIPELINE, OPT_WORKERS,
+	OPT_TIME_LIMIT, OPT_HOLD, OPT_RAMP, OPT_CONNECT_TIMEOUT, OPT_SEED, OPT_JSON,
+};
+
+/* Returns -1 to exit 2, 1 to exit 0 (help), 0 to run. */
+static int parse_args(int argc, char **argv, struct bench_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "host", required_argument, NULL, OPT_HOST },
+		{ "port", required_argument, NULL, OPT_PORT },
+		{ "conns", required_argument, NULL, OPT_CONNS },
+		{ "lines", required_argument, NULL, OPT_LINES },
+		{ "line-bytes", required_argument, NULL, OPT_LINE_BYTES },
+		{ "pipeline", required_argument, NULL, OPT_PIPELINE },
+		{ "workers", required_argument, NULL, OPT_WORKERS },
+		{ "time-limit", required_argument, NULL, OPT_TIME_LIMIT },
+		{ "hold", required_argument, NULL, OPT_HOLD },
+		{ "ramp", required_argument, NULL, OPT_RAMP },
+		{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *host = "127.0.0.1";
+	bool ramp_set = false, echo_only = false, idle_only = false;
+	uint64_t v;
+	int opt;
+
+	if (argc < 2) {
+		usage(stderr);
+		return -1;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 1;
+	}
+	if (strcmp(argv[1], "echo") == 0) {
+		o->mode = MODE_ECHO;
+	} else if (strcmp(argv[1], "idle") == 0) {
+		o->mode = MODE_IDLE;
+	} else {
+		fprintf(stderr, "ringmail-bench: unknown mode '%s' (echo or idle)\n", argv[1]);
+		usage(stderr);
+		return -1;
+	}
+	o->port = 2007;
+	o->conns = o->mode == MODE_ECHO ? 10 : 1000;
+	o->lines = 1000;
+	o->line_bytes = 100;
+	o->pipeline = 1;
+	o->hold_s = 10;
+	o->time_limit_s = 300;
+	o->connect_timeout_ms = 10000;
+	o->seed = 1;
+	optind = 2;
+	while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_HOST: host = optarg; break;
+		case OPT_PORT:
+			if (!parse_u64("port", optarg, 1, 65535, &v)) return -1;
+			o->port = (uint16_t)v;
+			break;
+		case OPT_CONNS:
+			if (!parse_u64("conns", optarg, 1, CONNS_MAX, &v)) return -1;
+			o->conns = (uint32_t)v;
+			break;
+		case OPT_LINES:
+			if (!parse_u64("lines", optarg, 0, UINT32_MAX, &v)) return -1;
+			o->lines = (uint32_t)v;
+			echo_only = true;
+			break;
+		case OPT_LINE_BYTES:
+			if (!parse_u64("line-bytes", optarg, LINE_BYTES_MIN, LINE_BYTES_MAX, &v)) return -1;
+			o->line_bytes = (uint32_t)v;
+			echo_only = true;
+			break;
+		case OPT_PIPELINE:
+			if (!parse_u64("pipeline", optarg, 1, 65536, &v)) return -1;
+			o->pipeline = (uint32_t)v;
+			echo_only = true;
+			break;
+		case OPT_SEED:
+			if (!parse_u64("seed", optarg, 0, UINT64_MAX, &v)) return -1;
+			o->seed = v;
+			echo_only = true;
+			break;
+		case OPT_WORKERS:
+			if (!parse_u64("workers", optarg, 1, RM_WORKERS_MAX, &v)) return -1;
+			o->workers = (uint32_t)v;
+			break;
+		case OPT_TIME_LIMIT:
+			if (!parse_u64("time-limit", optarg, 1, 86400, &v)) return -1;
+			o->time_limit_s = (uint32_t)v;
+			break;
+		case OPT_HOLD:
+			if (!parse_u64("hold", optarg, 0, 86400, &v)) return -1;
+			o->hold_s = (uint32_t)v;
+			idle_only = true;
+			break;
+		case OPT_RAMP:
+			if (!parse_u64("ramp", optarg, 0, 10000000, &v)) return -1;
+			o->ramp_per_s = (uint32_t)v;
+			ramp_set = true;
+			break;
+		case OPT_CONNECT_TIMEOUT:
+			if (!parse_u64("connect-timeout", optarg, 1, 3600000, &v)) return -1;
+			o->connect_timeout_ms = (uint32_t)v;
+			break;
+		case OPT_JSON: o->json = true; break;
+		case 'v': o->verbose = true; break;
+		case 'h': usage(stdout); return 1;
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "ringmail-bench: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	if (!parse_host(o, host))
+		return -1;
+	if (o->mode == MODE_ECHO && idle_only) {
+		fprintf(stderr, "ringmail-bench: --hold is for idle mode\n");
+		return -1;
+	}
+	if (o->mode == MODE_IDLE && echo_only) {
+		fprintf(stderr, "ringmail-bench: --lines, --line-bytes, --pipeline and --seed are for echo mode\n");
+		return -1;
+	}
+	if ((uint64_t)o->pipeline * o->line_bytes > BATCH_BYTES_MAX) {
+		fprintf(stderr, "ringmail-bench: --pipeline x --line-bytes must be at most %u bytes\n",
+			BATCH_BYTES_MAX);
+		return -1;
+	}
+	if (!ramp_set && o->mode == MODE_IDLE)
+		o->ramp_per_s = IDLE_RAMP_DEFAULT;
+	if (o->dest.sa.sa_family == AF_INET)
+		o->dest.in4.sin_port = htons(o->port);
+	else
+		o->dest.in6.sin6_port = htons(o->port);
+	return 0;
+}
+
+/* ---- start-up and report ------------------------------------------------------------------- */
+
+static bool raise_fd_limit(uint32_t conns)
+{
+	struct rlimit rl;
+	uint64_t want = (uint64_t)conns + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return true;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want) {
+		fprintf(stderr, "ringmail-bench: --conns %u needs %" PRIu64 " open files; the limit is %llu "
+			"(hard limit %llu): lower --conns or raise the hard limit\n", conns, want,
+			(unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+		return false;
+	}
+	return true;
+}
+
+/* The bench daemon's configuration: no listener, pools sized for this run. */
+static void make_config(const struct bench_opts *o, struct rm_config *cfg)
+{
+	uint32_t share_max = (o->conns + o->workers - 1) / o->workers;
+	uint64_t batch = (uint64_t)o->pipeline * o->line_bytes;
+	uint64_t out_max, blocks;
+
+	rm_config_defaults(cfg);
+	cfg->workers = o->workers;
+	cfg->log_level = o->verbose ? RM_LOG_INFO : RM_LOG_WARN;
+	cfg->listener_count = 0;
+	cfg->control_socket[0] = '\0';
+	cfg->limits.connections_per_worker = share_max + 16;
+	/* A new batch may be queued before the previous send completion is reaped. */
+	out_max = 2 * batch + 4096;
+	if (out_max < cfg->limits.output_bytes_max)
+		out_max = cfg->limits.output_bytes_max;
+	cfg->limits.output_bytes_max = (uint32_t)out_max;
+	/* Untouched blocks cost nothing (the engine maps them MAP_NORESERVE). */
+	blocks = o->mode == MODE_ECHO ? (uint64_t)share_max * (2 * ((batch + 4095) / 4096) + 2) + 64 : 64;
+	if (blocks < cfg->limits.write_blocks_per_worker)
+		blocks = cfg->limits.write_blocks_per_worker;
+	if (blocks > 1048576)
+		blocks = 1048576;
+	cfg->limits.write_blocks_per_worker = (uint32_t)blocks;
+	cfg->limits.connect_timeout_ms = o->connect_timeout_ms;
+	cfg->limits.shutdown_timeout_ms = SHUTDOWN_GRACE_MS;
+}
+
+static double seconds_between(uint64_t from_ms, uint64_t to_ms)
+{
+	return to_ms > from_ms ? (double)(to_ms - from_ms) / 1000.0 : 0.0;
+}
+
+static double seconds_between_us(uint64_t from_us, uint64_t to_us)
+{
+	return to_us > from_us ? (double)(to_us - from_us) / 1e6 : 0.0;
+}
+
+static void print_reasons(const struct bench_result *r)
+{
+	for (unsigned i = 1; i < R_COUNT; i++) {
+		if (r->reasons[i] == 0)
+			continue;
+		printf("  failed: %-30s %" PRIu64 "%s%s\n", reason_names[i], r->reasons[i],
+		       i == R_CONNECT && r->last_connect_err ? "  last error: " : "",
+		       i == R_CONNECT && r->last_connect_err ? strerror(-r->last_connect_err) : "");
+	}
+}
+
+static bool report(const struct bench_shared *sh, const struct bench_result *r, uint64_t end_us, bool timed_out,
+		   bool interrupted)
+{
+	const struct bench_opts *o = &sh->opt;
+	double elapsed = seconds_between_us(sh->start_us, end_us);
+	uint64_t settled_ms = atomic_load(&sh->all_settled_ms);
+	bool pass;
+
+	if (o->mode == MODE_ECHO) {
+		double lps = elapsed > 0 ? (double)r->lines / elapsed : 0;
+		double mbps = elapsed > 0 ? (double)r->bytes_verified / elapsed / 1e6 : 0;
+		uint64_t p50 = hist_quantile(&r->rtt_us, 0.50), p99 = hist_quantile(&r->rtt_us, 0.99);
+
+		pass = !timed_out && !interrupted && r->ok == o->conns && r->failed == 0 && r->mismatches == 0 &&
+		       r->lines == (uint64_t)o->conns * o->lines;
+		printf("ringmail-bench echo: %s port %u, %u connections x %u lines x %u bytes, pipeline %u, "
+		       "%u workers\n", o->host, o->port, o->conns, o->lines, o->line_bytes, o->pipeline, o->workers);
+		printf("  connections       ok %" PRIu64 "  failed %" PRIu64 "\n", r->ok, r->failed);
+		print_reasons(r);
+		printf("  lines verified    %" PRIu64 " of %" PRIu64 "\n", r->lines, (uint64_t)o->conns * o->lines);
+		printf("  bytes verified    %" PRIu64 " (sent %" PRIu64 ")\n", r->bytes_verified, r->bytes_sent);
+		printf("  mismatches        %" PRIu64 " bytes\n", r->mismatches);
+		printf("  elapsed           %.3f s\n", elapsed);
+		printf("  throughput        %.0f lines/s  %.2f MB/s (echoed bytes verified, 1 MB = 10^6 B)\n",
+		       lps, mbps);
+		printf("  batch round trip  p50 %" PRIu64 " us  p99 %" PRIu64 " us  max %" PRIu64 " us  "
+		       "(%" PRIu64 " batches)\n", p50, p99, r->rtt_us.max, r->rtt_us.count);
+		if (timed_out)
+			printf("  TIME LIMIT of %u s reached\n", o->time_limit_s);
+		if (interrupted)
+			printf("  INTERRUPTED\n");
+		printf("  result            %s\n", pass ? "PASS" : "FAIL");
+		if (o->json)
+			printf("{\"mode\":\"echo\",\"host\":\"%s\",\"port\":%u,\"conns\":%u,\"lines_per_conn\":%u,"
+			       "\"line_bytes\":%u,\"pipeline\":%u,\"workers\":%u,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ","
+			       "\"lines\":%" PRIu64 ",\"bytes_verified\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ","
+			       "\"mismatches\":%" PRIu64 ",\"elapsed_s\":%.3f,\"lines_per_s\":%.0f,\"mb_per_s\":%.3f,"
+			       "\"rtt_us\":{\"batches\":%" PRIu64 ",\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 "},"
+			       "\"timed_out\":%s,\"pass\":%s}\n",
+			       o->host, o->port, o->conns, o->lines, o->line_bytes, o->pipeline, o->workers, r->ok,
+			       r->failed, r->lines, r->bytes_verified, r->bytes_sent, r->mismatches, elapsed, lps, mbps,
+			       r->rtt_us.count, p50, p99, r->rtt_us.max, timed_out ? "true" : "false",
+			       pass ? "true" : "false");
+	} else {
+		double est_s = settled_ms ? seconds_between(sh->start_ms, settled_ms) : 0;
+
+		pass = !timed_out && !interrupted && r->established == o->conns && r->byes == o->conns &&
+		       r->ok == o->conns && r->failed == 0;
+		printf("ringmail-bench idle: %s port %u, %u connections, ramp %u/s, hold %u s, %u workers\n",
+		       o->host, o->port, o->conns, o->ramp_per_s, o->hold_s, o->workers);
+		printf("  established       %" PRIu64 " of %u", r->established, o->conns);
+		if (settled_ms)
+			printf(" (all settled after %.3f s)", est_s);
+		printf("\n  failed            %" PRIu64 "\n", r->failed);
+		print_reasons(r);
+		printf("  said bye          %" PRIu64 "\n", r->byes);
+		printf("  elapsed           %.3f s\n", elapsed);
+		if (timed_out)
+			printf("  TIME LIMIT of %u s reached\n", o->time_limit_s);
+		if (interrupted)
+			printf("  INTERRUPTED\n");
+		printf("  result            %s\n", pass ? "PASS" : "FAIL");
+		if (o->json)
+			printf("{\"mode\":\"idle\",\"host\":\"%s\",\"port\":%u,\"conns\":%u,\"workers\":%u,"
+			       "\"ramp_per_s\":%u,\"hold_s\":%u,\"established\":%" PRIu64 ",\"failed\":%" PRIu64 ","
+			       "\"byes\":%" PRIu64 ",\"established_s\":%.3f,\"elapsed_s\":%.3f,\"timed_out\":%s,"
+			       "\"pass\":%s}\n",
+			       o->host, o->port, o->conns, o->workers, o->ramp_per_s, o->hold_s, r->established,
+			       r->failed, r->byes, est_s, elapsed, timed_out ? "true" : "false", pass ? "true" : "false");
+	}
+	fflush(stdout);
+	return pass;
+}
+
+int main(int argc, char **argv)
+{
+	static struct rm_daemon bench_daemon;
+	static struct rm_config cfg;
+	static struct bench_shared sh;
+	static struct bench_result total;
+	struct bench_opts *o = &sh.opt;
+	char err[512];
+	sigset_t sigs;
+	uint64_t deadline_ms, last_progress_ms, end_us = 0;
+	bool timed_out = false, interrupted = false, all_done = false, pass;
+	long cpus;
+	int ret;
+
+	ret = parse_args(argc, argv, o);
+	if (ret != 0)
+		return ret > 0 ? 0 : 2;
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (o->workers == 0)
+		o->workers = cpus > 0 ? (uint32_t)(cpus < RM_WORKERS_MAX ? cpus : RM_WORKERS_MAX) : 1;
+	if (o->workers > o->conns)
+		o->workers = o->conns;
+	rm_log_init("ringmail-bench", o->verbose ? RM_LOG_INFO : RM_LOG_WARN, false);
+	if (!raise_fd_limit(o->conns))
+		return 2;
+	if (rm_probe_io_uring(err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: cannot use io_uring: %s\n", err);
+		return 2;
+	}
+
+	sh.workers = calloc(o->workers, sizeof(*sh.workers));
+	if (sh.workers == NULL)
+		rm_fatal("out of memory");
+	for (uint32_t i = 0, first = 0; i < o->workers; i++) {
+		struct bench_worker *bw = &sh.workers[i];
+
+		bw->sh = &sh;
+		bw->index = i;
+		bw->first = first;
+		bw->share = o->conns / o->workers + (i < o->conns % o->workers ? 1 : 0);
+		first += bw->share;
+		bw->ramp_per_ms = o->ramp_per_s ? (double)o->ramp_per_s / o->workers / 1000.0 : 0;
+		bw->sessions = calloc(bw->share ? bw->share : 1, sizeof(*bw->sessions));
+		bw->batch = malloc((size_t)o->pipeline * o->line_bytes);
+		if (bw->sessions == NULL || bw->batch == NULL)
+			rm_fatal("out of memory");
+	}
+
+	make_config(o, &cfg);
+	bench_daemon.worker_count = o->workers;
+	bench_daemon.protocols = NULL;
+	bench_daemon.control_ops = NULL;
+	bench_daemon.hooks.worker_start = bench_worker_start;
+	bench_daemon.hooks.worker_tick = bench_tick;
+	bench_daemon.hooks.arg = &sh;
+	atomic_store(&bench_daemon.config_ptr, &cfg);
+	if (rm_daemon_bind(&bench_daemon, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: %s\n", err);
+		return 2;
+	}
+
+	/* Workers inherit the mask: only this thread takes the signals. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	sh.start_ms = rm_now_ms();
+	sh.start_us = now_us();
+	deadline_ms = sh.start_ms + (uint64_t)o->time_limit_s * 1000u;
+	last_progress_ms = sh.start_ms;
+	rm_daemon_start(&bench_daemon);
+	for (;;) {
+		struct timespec wait = { 0, 20 * 1000 * 1000 };
+		int sig = sigtimedwait(&sigs, NULL, &wait);
+		uint64_t now = rm_now_ms();
+
+		if (rm_daemon_all_exited(&bench_daemon))
+			break;
+		/* A worker whose worker_tick said stop may still sleep up to a second
+		 * in the engine's wait before it notices; the stop request wakes it. */
+		if (!all_done && atomic_load(&sh.finished) == o->conns) {
+			all_done = true;
+			rm_daemon_request_stop(&bench_daemon);
+		}
+		if ((sig == SIGINT || sig == SIGTERM) && !interrupted && !timed_out && !all_done) {
+			interrupted = true;
+			end_us = now_us();
+			rm_warn(0, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+			rm_daemon_request_stop(&bench_daemon);
+		}
+		if (now >= deadline_ms && !timed_out && !interrupted && !all_done) {
+			timed_out = true;
+			end_us = now_us();
+			rm_warn(0, "time limit of %u s reached: stopping", o->time_limit_s);
+			rm_daemon_request_stop(&bench_daemon);
+		}
+		if (o->verbose && now >= last_progress_ms + 1000) {
+			last_progress_ms = now;
+			fprintf(stderr, "ringmail-bench: %.1f s: established %" PRIu64 ", finished %" PRIu64 " of %u\n",
+				seconds_between(sh.start_ms, now), atomic_load(&sh.established),
+				atomic_load(&sh.finished), o->conns);
+		}
+	}
+	rm_daemon_join(&bench_daemon);
+
+	for (uint32_t i = 0; i < o->workers; i++) {
+		const struct bench_result *r = &sh.workers[i].r;
+
+		total.ok += r->ok;
+		total.failed += r->failed;
+		total.established += r->established;
+		total.byes += r->byes;
+		total.lines += r->lines;
+		total.bytes_verified += r->bytes_verified;
+		total.bytes_sent += r->bytes_sent;
+		total.mismatches += r->mismatches;
+		for (unsigned k = 0; k < R_COUNT; k++)
+			total.reasons[k] += r->reasons[k];
+		if (r->last_connect_err != 0)
+			total.last_connect_err = r->last_connect_err;
+		hist_merge(&total.rtt_us, &r->rtt_us);
+	}
+	if (end_us == 0) {
+		/* Finished normally: the run ended when its last worker's share did. */
+		for (uint32_t i = 0; i < o->workers; i++)
+			if (sh.workers[i].done_us > end_us)
+				end_us = sh.workers[i].done_us;
+		if (end_us == 0)
+			end_us = now_us();
+	}
+	pass = report(&sh, &total, end_us, timed_out, interrupted);
+	for (uint32_t i = 0; i < o->workers; i++) {
+		free(sh.workers[i].sessions);
+		free(sh.workers[i].batch);
+	}
+	free(sh.workers);
+	return pass ? 0 : 1;
+}
