@@ -141,13 +141,31 @@ static void buf_taken(struct rm_worker *w, uint16_t bid)
 
 /* ---- chunks and write blocks -------------------------------------------------- */
 
+static uint32_t blocks_available(const struct rm_worker *w)
+{
+	return w->block_free_top + (w->block_count - w->blocks_fresh);
+}
+
+static uint32_t block_take(struct rm_worker *w)
+{
+	if (w->block_free_top > 0)
+		return w->block_free[--w->block_free_top];
+	RM_ASSERT(w->blocks_fresh < w->block_count);
+	return w->blocks_fresh++;
+}
+
 static struct rm_chunk *chunk_get(struct rm_worker *w)
 {
 	struct rm_chunk *ch = w->chunk_free;
 
-	if (ch == NULL)
+	/* Never-used entries are taken last-resort, so untouched pool memory stays
+	 * untouched (and out of RSS) until load needs it. */
+	if (ch != NULL)
+		w->chunk_free = ch->next;
+	else if (w->chunks_fresh < w->chunk_count)
+		ch = &w->chunks[w->chunks_fresh++];
+	else
 		return NULL;
-	w->chunk_free = ch->next;
 	w->chunks_free--;
 	memset(ch, 0, sizeof(*ch));
 	return ch;
@@ -162,7 +180,7 @@ static void chunk_release(struct rm_worker *w, struct rm_chunk *ch)
 	case RM_CHUNK_BLOCK:
 		RM_ASSERT(w->block_free_top < w->block_count);
 		w->block_free[w->block_free_top++] = ch->block;
-		atomic_store_explicit(&w->stats.write_blocks_free, w->block_free_top,
+		atomic_store_explicit(&w->stats.write_blocks_free, blocks_available(w),
 				      memory_order_relaxed);
 		break;
 	default:
@@ -213,9 +231,14 @@ static struct rm_conn *slot_get(struct rm_worker *w)
 	struct rm_conn *c;
 	uint32_t gen;
 
-	if (w->free_top == 0)
+	if (w->free_top > 0) {
+		c = &w->conns[w->free_stack[--w->free_top]];
+	} else if (w->conns_fresh < w->conn_count) {
+		c = &w->conns[w->conns_fresh];
+		c->index = w->conns_fresh++;
+	} else {
 		return NULL;
-	c = &w->conns[w->free_stack[--w->free_top]];
+	}
 	RM_ASSERT(c->state == RM_CONN_FREE);
 	RM_ASSERT(!rm_timer_armed(&c->timer) && !(c->flags & RM_CF_DEFERRED));
 	gen = c->generation + 1;
@@ -417,7 +440,7 @@ size_t rm_conn_output_room(const struct rm_conn *c)
 	const struct rm_worker *w = c->worker;
 	size_t limit = w->cfg->limits.output_bytes_max;
 	size_t room = c->out_bytes >= limit ? 0 : limit - c->out_bytes;
-	size_t pool = (size_t)w->block_free_top * RM_WRITE_BLOCK_BYTES;
+	size_t pool = (size_t)blocks_available(w) * RM_WRITE_BLOCK_BYTES;
 
 	if (c->out_tail != NULL && c->out_tail->kind == RM_CHUNK_BLOCK)
 		pool += RM_WRITE_BLOCK_BYTES - c->out_tail->len;
@@ -471,11 +494,11 @@ int rm_conn_write(struct rm_conn *c, const void *data, size_t len)
 		if (tail == NULL || tail->kind != RM_CHUNK_BLOCK || tail->len == RM_WRITE_BLOCK_BYTES) {
 			struct rm_chunk *ch = chunk_get(w);
 
-			RM_ASSERT(ch != NULL && w->block_free_top > 0);	/* room was checked */
+			RM_ASSERT(ch != NULL && blocks_available(w) > 0);	/* room was checked */
 			ch->kind = RM_CHUNK_BLOCK;
-			ch->block = w->block_free[--w->block_free_top];
+			ch->block = block_take(w);
 			ch->data = w->blocks + (size_t)ch->block * RM_WRITE_BLOCK_BYTES;
-			atomic_store_explicit(&w->stats.write_blocks_free, w->block_free_top,
+			atomic_store_explicit(&w->stats.write_blocks_free, blocks_available(w),
 					      memory_order_relaxed);
 			out_append(c, ch);
 			tail = ch;
@@ -568,8 +591,12 @@ static void flush(struct rm_conn *c)
 	if (c->state == RM_CONN_DEAD || c->state == RM_CONN_CONNECTING)
 		return;
 	ctx = w->send_free;
-	RM_ASSERT(ctx != NULL);	/* one per slot */
-	w->send_free = ctx->next_free;
+	if (ctx != NULL) {
+		w->send_free = ctx->next_free;
+	} else {
+		RM_ASSERT(w->send_fresh < w->conn_count);	/* one per slot */
+		ctx = &w->send_ctxs[w->send_fresh++];
+	}
 	for (struct rm_chunk *ch = c->out_head; ch != NULL && n < RM_SEND_IOV_MAX; ch = ch->next) {
 		ctx->iov[n].iov_base = (void *)(ch->data + skip);
 		ctx->iov[n].iov_len = ch->len - skip;
@@ -1103,7 +1130,7 @@ static void begin_stop(struct rm_worker *w)
 	w->stopping = true;
 	w->stop_deadline_ms = w->now_ms + w->cfg->limits.shutdown_timeout_ms;
 	close_listeners(w);
-	for (uint32_t i = 0; i < w->conn_count; i++) {
+	for (uint32_t i = 0; i < w->conns_fresh; i++) {
 		struct rm_conn *c = &w->conns[i];
 
 		if (c->state != RM_CONN_OPEN && c->state != RM_CONN_CONNECTING)
@@ -1173,7 +1200,7 @@ static void worker_loop(struct rm_worker *w)
 			if (!aborted && w->now_ms >= w->stop_deadline_ms) {
 				rm_info(0, "worker %u: shutdown deadline passed; closing %u connections",
 					w->index, w->open_count);
-				for (uint32_t i = 0; i < w->conn_count; i++)
+				for (uint32_t i = 0; i < w->conns_fresh; i++)
 					conn_kill(&w->conns[i], -ESHUTDOWN);
 				aborted = true;
 				continue;
@@ -1284,39 +1311,27 @@ static void setup_pools(struct rm_worker *w)
 {
 	const struct rm_limits *lim = &w->cfg->limits;
 
+	/*
+	 * Everything is reserved now and bounded by the configuration, but pages
+	 * are touched only as entries are first used: free lists start empty and
+	 * the *_fresh counters hand out never-used entries.  Idle capacity then
+	 * costs address space, not memory.
+	 */
 	w->conn_count = lim->connections_per_worker;
 	w->conns = map_zeroed((size_t)w->conn_count * sizeof(struct rm_conn), "connection slots", w->index);
 	w->free_stack = map_zeroed((size_t)w->conn_count * sizeof(uint32_t), "slot stack", w->index);
-	/* Lowest slot on top: a LIFO keeps the touched part of the arrays small. */
-	for (uint32_t i = 0; i < w->conn_count; i++) {
-		w->conns[i].index = i;
-		w->free_stack[i] = w->conn_count - 1 - i;
-	}
-	w->free_top = w->conn_count;
-
 	w->send_ctxs = map_zeroed((size_t)w->conn_count * sizeof(struct rm_send_ctx), "send contexts", w->index);
-	for (uint32_t i = w->conn_count; i-- > 0;) {
-		w->send_ctxs[i].next_free = w->send_free;
-		w->send_free = &w->send_ctxs[i];
-	}
 
 	/* Chunks: every output piece and every held input piece.  Enough for all
 	 * blocks and all buffers to be in use at once, plus a few per connection. */
 	w->chunk_count = lim->write_blocks_per_worker + w->bufs.count * 2 + w->conn_count;
 	w->chunks = map_zeroed((size_t)w->chunk_count * sizeof(struct rm_chunk), "chunks", w->index);
-	for (uint32_t i = w->chunk_count; i-- > 0;) {
-		w->chunks[i].next = w->chunk_free;
-		w->chunk_free = &w->chunks[i];
-	}
 	w->chunks_free = w->chunk_count;
 
 	w->block_count = lim->write_blocks_per_worker;
 	w->blocks = map_zeroed((size_t)w->block_count * RM_WRITE_BLOCK_BYTES, "write blocks", w->index);
 	w->block_free = map_zeroed((size_t)w->block_count * sizeof(uint32_t), "block stack", w->index);
-	for (uint32_t i = 0; i < w->block_count; i++)
-		w->block_free[i] = w->block_count - 1 - i;
-	w->block_free_top = w->block_count;
-	atomic_store_explicit(&w->stats.write_blocks_free, w->block_free_top, memory_order_relaxed);
+	atomic_store_explicit(&w->stats.write_blocks_free, blocks_available(w), memory_order_relaxed);
 }
 
 static void *worker_main(void *arg)

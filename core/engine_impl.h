@@ -49,16 +49,18 @@ struct rm_worker {
 	uint32_t conn_count;
 	uint32_t *free_stack;
 	uint32_t free_top;
+	uint32_t conns_fresh;		/* slots never used yet: [conns_fresh, conn_count) */
 	uint32_t open_count;
 	uint64_t conn_seq;
 
 	/* output pools */
 	struct rm_chunk *chunks, *chunk_free;
-	uint32_t chunk_count, chunks_free;
+	uint32_t chunk_count, chunks_free, chunks_fresh;
 	uint8_t *blocks;
 	uint32_t *block_free;
-	uint32_t block_count, block_free_top;
+	uint32_t block_count, block_free_top, blocks_fresh;
 	struct rm_send_ctx *send_ctxs, *send_free;
+	uint32_t send_fresh;
 
 	/* lists of connections */
 	struct rm_conn *deferred_head, *deferred_tail;

@@ -16,10 +16,9 @@
 #
 #	What the delta measures: the user-space memory ringmaild touches for a
 #	connection after start (its session struct, allocator growth, the part of
-#	any pool first touched by it).  The engine preallocates and touches its
-#	per-slot arrays at start (struct rm_conn, send context, chunk entries:
-#	about 0.6 KiB per slot, workers x connections_per_worker slots), so
-#	those are in the "before" figure, not in the delta.  Socket buffers and
+#	any pool first touched by it).  The engine reserves its per-slot arrays at
+#	start but touches a slot's pages only when the slot is first used, so
+#	the connection slot itself (struct rm_conn) is in the delta too.  Socket buffers and
 #	TCP state live in the kernel and are not in RSS: the script prints the
 #	system-wide Slab delta as an indication (both ends of every connection are
 #	on this host, and other activity adds noise).
@@ -192,8 +191,7 @@ awk -v n="$CONNS" -v rb="$rss_before" -v ra="$rss_after" -v pb="$pss_before" -v 
 	printf "bytes per connection RSS %.0f   PSS %.0f\n", (ra - rb) * 1024 / n, (pa - pb) * 1024 / n
 	printf "kernel Slab delta    %d kB, %.0f bytes per connection (system-wide, both socket ends: indicative)\n", \
 		sa - sb, (sa - sb) * 1024 / n
-	printf "note: the engine preallocates its slot arrays at start (about 0.6 KiB per slot, 2 x 8192\n"
-	printf "      slots here): they are in the before figure, not in the delta\n"
+	printf "note: slot arrays are reserved at start and touched on first use: slots are in the delta\n"
 }'
 echo "config:"
 sed 's/^/  /' "$dir/ringmail.conf"
