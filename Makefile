@@ -40,7 +40,7 @@ FUZZ_BINS := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 BENCH_SRC := $(wildcard bench/bench_*.cc)
 BENCH_BINS:= $(patsubst bench/%.cc,build/bench/%,$(BENCH_SRC))
 
-.PHONY: all asan unit fuzzers benches deps test run fuzz bench bench-idle install clean
+.PHONY: all asan unit fuzzers benches deps test run fuzz bench bench-idle install clean tidy
 all: $(BINS)
 asan: $(ASAN_BINS)
 unit: $(UNIT_BINS)
@@ -107,6 +107,11 @@ build/bench/%: bench/%.cc build/libringmail.a $(LIB_HDR)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) -std=c++17 -O2 -g -Wall -Wextra -Werror -o $@ $< build/libringmail.a \
 		-lbenchmark -lbenchmark_main $(LIBS)
+
+# --- static analysis: clang-tidy's basic checks (.clang-tidy), warnings are errors ---
+TIDY_SRC := $(LIB_SRC) $(MAINS) $(UNIT_SRC) $(FUZZ_SRC)
+tidy:
+	clang-tidy -quiet $(TIDY_SRC) -- -std=gnu11 -D_GNU_SOURCE -I. 2>/dev/null
 
 # --- entry points -------------------------------------------------------------
 test: deps

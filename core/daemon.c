@@ -242,7 +242,7 @@ static int open_control(const char *path, char *err, size_t err_size)
 		snprintf(err, err_size, "control_socket '%s': path too long", path);
 		return -1;
 	}
-	strcpy(sun.sun_path, path);
+	memcpy(sun.sun_path, path, strlen(path) + 1);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			snprintf(err, err_size, "control_socket '%s' exists and is not a socket", path);

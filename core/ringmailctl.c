@@ -101,7 +101,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ringmailctl: %s sets no control_socket\n", config_path);
 			return 2;
 		}
-		socket_path = strdup(cfg.control_socket);
+		socket_path = cfg.control_socket;	/* static: lives until exit */
 	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
@@ -109,7 +109,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ringmailctl: socket path too long: %s\n", socket_path);
 		return 2;
 	}
-	strcpy(sun.sun_path, socket_path);
+	memcpy(sun.sun_path, socket_path, strlen(socket_path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
 		fprintf(stderr, "ringmailctl: cannot reach ringmaild at %s: %s\n", socket_path, strerror(errno));

@@ -92,8 +92,13 @@ static void record(struct events *evs, const struct rm_line *line)
 	e->kind = line->kind;
 	e->text_len = line->text_len;
 	e->crlf = line->crlf;
-	if (line->text_len > 0)
+	if (line->text_len > 0) {
+		if (line->text == NULL) {
+			fail_msg("text_len %zu with a NULL text", line->text_len);
+			return;
+		}
 		memcpy(e->text, line->text, line->text_len);
+	}
 }
 
 /*
@@ -163,9 +168,11 @@ static void run_chunks(const struct split_case *c, const size_t *cuts, size_t nc
 static void check_golden(const struct split_case *c, const struct events *evs,
 			 const char *how)
 {
-	if (evs->count != c->want_count)
+	if (evs->count != c->want_count) {
 		fail_msg("%s (%s): %zu events, want %zu", c->name, how, evs->count,
 			 c->want_count);
+		return;
+	}
 	for (size_t i = 0; i < c->want_count; i++) {
 		const struct want *w = &c->want[i];
 		const struct event *e = &evs->ev[i];
