@@ -110,8 +110,11 @@ build/bench/%: bench/%.cc build/libringmail.a $(LIB_HDR)
 
 # --- static analysis: clang-tidy's basic checks (.clang-tidy), warnings are errors ---
 TIDY_SRC := $(LIB_SRC) $(MAINS) $(UNIT_SRC) $(FUZZ_SRC)
+# One file per run: clang-tidy 14 carries analyzer state (valist) across files
+# of one invocation and then reports false positives.
 tidy:
-	clang-tidy -quiet $(TIDY_SRC) -- -std=gnu11 -D_GNU_SOURCE -I. 2>/dev/null
+	@set -e; for f in $(TIDY_SRC); do clang-tidy -quiet $$f -- -std=gnu11 -D_GNU_SOURCE -I. 2>/dev/null; done; \
+		echo "clang-tidy: $(words $(TIDY_SRC)) files clean"
 
 # --- entry points -------------------------------------------------------------
 test: deps
