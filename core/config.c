@@ -715,8 +715,10 @@ static int parse_top(struct load_ctx *ctx, const config_setting_t *s)
 		cfg->log_syslog = choice == 1;
 		return 0;
 	}
-	if (strcmp(key, "user") == 0)
+	if (strcmp(key, "user") == 0) {
+		cfg->user_line = (int)line;
 		return get_string(ctx, s, key, cfg->user, sizeof(cfg->user));
+	}
 	if (strcmp(key, "allow_root") == 0)
 		return get_bool(ctx, s, key, &cfg->allow_root);
 	if (strcmp(key, "spool_dir") == 0) {

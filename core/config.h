@@ -69,6 +69,7 @@ struct rm_config {
 	enum rm_log_level log_level;
 	bool log_syslog;			/* log_target = "syslog" */
 	char user[64];				/* "" = stay as started */
+	int user_line;				/* where user was set, for later messages */
 	bool allow_root;
 	char spool_dir[256];
 	char control_socket[256];		/* "" = no control socket */

@@ -328,7 +328,7 @@ int rm_daemon_start(struct rm_daemon *d)
 		for (unsigned li = 0; li < cfg->listener_count; li++) {
 			w->listen_fd[li] = d->listen_fds[wi][li];
 			w->listener_cfg_index[li] = (int)li;
-			w->listener_name[li] = cfg->listeners[li].name;
+			snprintf(w->listener_name[li], sizeof(w->listener_name[li]), "%s", cfg->listeners[li].name);
 			w->listener_ops[li] = find_protocol(d, cfg->listeners[li].protocol);
 			if (w->listener_ops[li] == NULL)
 				rm_fatal("listener '%s': protocol '%s' is not in this program",
@@ -340,7 +340,7 @@ int rm_daemon_start(struct rm_daemon *d)
 
 			w->listen_fd[li] = d->control_fd;
 			w->listener_cfg_index[li] = -2;
-			w->listener_name[li] = "control";
+			snprintf(w->listener_name[li], sizeof(w->listener_name[li]), "control");
 			w->listener_ops[li] = d->control_ops;
 		}
 		d->workers[wi] = w;

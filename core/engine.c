@@ -65,6 +65,7 @@ enum {
 	RM_CF_FINISHING = 1u << 13,	/* on_close running: nothing may be queued */
 	RM_CF_SHUT_WR = 1u << 14,	/* send FIN once output is drained */
 	RM_CF_SHUT_WR_DONE = 1u << 15,
+	RM_CF_POOL_WAIT = 1u << 16,	/* on the worker's pool-wait list */
 };
 
 enum rm_chunk_kind { RM_CHUNK_RX = 1, RM_CHUNK_BLOCK, RM_CHUNK_STATIC };
@@ -189,6 +190,7 @@ static void chunk_release(struct rm_worker *w, struct rm_chunk *ch)
 	ch->next = w->chunk_free;
 	w->chunk_free = ch;
 	w->chunks_free++;
+	w->pool_gen++;
 }
 
 static void chunk_list_release(struct rm_worker *w, struct rm_chunk **head, struct rm_chunk **tail)
@@ -371,6 +373,26 @@ static void conn_kill(struct rm_conn *c, int err)
 	defer(c, 0);
 }
 
+/* Remove c from a singly linked list threaded through the field at link_offset
+ * (rare: linear in the list's length, which is bounded by the slots). */
+static void list_unlink(struct rm_worker *w, struct rm_conn **head, struct rm_conn **tail,
+			struct rm_conn *c, size_t link_offset)
+{
+#define LINK(x) (*(struct rm_conn **)((char *)(x) + link_offset))
+	struct rm_conn **pp = head;
+
+	for (uint32_t n = 0; *pp != NULL && n < w->conn_count; n++, pp = &LINK(*pp)) {
+		if (*pp == c) {
+			*pp = LINK(c);
+			break;
+		}
+	}
+	*tail = NULL;
+	for (struct rm_conn *x = *head; x != NULL; x = LINK(x))
+		*tail = x;
+#undef LINK
+}
+
 /* Called from the deferred list once a dead connection has nothing in flight. */
 static void conn_finish(struct rm_conn *c)
 {
@@ -380,18 +402,13 @@ static void conn_finish(struct rm_conn *c)
 	chunk_list_release(w, &c->out_head, &c->out_tail);
 	c->out_bytes = 0;
 	if (c->flags & RM_CF_STARVED) {
-		/* Unlink from the starved list (rare: linear in that list's length). */
-		struct rm_conn **pp = &w->starved_head;
-		for (uint32_t n = 0; *pp != NULL && n < w->conn_count; n++, pp = &(*pp)->next_starved) {
-			if (*pp == c) {
-				*pp = c->next_starved;
-				break;
-			}
-		}
-		w->starved_tail = NULL;
-		for (struct rm_conn *s = w->starved_head; s != NULL; s = s->next_starved)
-			w->starved_tail = s;
+		list_unlink(w, &w->starved_head, &w->starved_tail, c, offsetof(struct rm_conn, next_starved));
 		c->flags &= ~RM_CF_STARVED;
+	}
+	if (c->flags & RM_CF_POOL_WAIT) {
+		list_unlink(w, &w->pool_wait_head, &w->pool_wait_tail, c,
+			    offsetof(struct rm_conn, next_pool_wait));
+		c->flags &= ~RM_CF_POOL_WAIT;
 	}
 	c->flags |= RM_CF_FINISHING;
 	if (c->ops->on_close != NULL)
@@ -695,6 +712,44 @@ static void hold_input(struct rm_conn *c, uint16_t bid, const uint8_t *data, siz
 	cancel_recv(c);
 }
 
+/*
+ * Input is held but nothing of this connection is queued or in flight, so no
+ * send completion will re-offer it: the session was short of the worker's
+ * shared pools (or waits for an event of its own, which then resumes it).
+ * Re-offer when pool memory has been freed since.
+ */
+static void wait_for_pool(struct rm_conn *c)
+{
+	struct rm_worker *w = c->worker;
+
+	if (c->held_head == NULL || c->out_bytes != 0 || (c->flags & (RM_CF_SEND_INFLIGHT | RM_CF_POOL_WAIT)))
+		return;
+	c->flags |= RM_CF_POOL_WAIT;
+	c->next_pool_wait = NULL;
+	if (w->pool_wait_tail != NULL)
+		w->pool_wait_tail->next_pool_wait = c;
+	else
+		w->pool_wait_head = c;
+	w->pool_wait_tail = c;
+}
+
+static void resume_pool_waiters(struct rm_worker *w)
+{
+	if (w->pool_wait_head == NULL || w->pool_gen == w->pool_gen_resumed)
+		return;
+	w->pool_gen_resumed = w->pool_gen;
+	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->pool_wait_head != NULL; n++) {
+		struct rm_conn *c = w->pool_wait_head;
+
+		w->pool_wait_head = c->next_pool_wait;
+		if (w->pool_wait_head == NULL)
+			w->pool_wait_tail = NULL;
+		c->next_pool_wait = NULL;
+		c->flags &= ~RM_CF_POOL_WAIT;
+		defer(c, RM_CF_RESUME);
+	}
+}
+
 /* Offer bytes to the session; keep what it does not take.  Consumes our reference. */
 static void deliver(struct rm_conn *c, uint16_t bid, const uint8_t *data, size_t len)
 {
@@ -713,6 +768,7 @@ static void deliver(struct rm_conn *c, uint16_t bid, const uint8_t *data, size_t
 	if (used < len && c->state == RM_CONN_OPEN) {
 		/* hold_input takes over our reference */
 		hold_input(c, bid, data + used, len - used);
+		wait_for_pool(c);
 		return;
 	}
 	buf_unref(c->worker, bid);
@@ -812,6 +868,7 @@ static void redeliver(struct rm_conn *c)
 		if (used < ch->len) {
 			ch->data += used;
 			ch->len -= (uint32_t)used;
+			wait_for_pool(c);
 			return;
 		}
 		c->held_head = ch->next;
@@ -1185,6 +1242,7 @@ static void worker_loop(struct rm_worker *w)
 		run_timers(w);
 		run_deferred(w);
 		rearm_starved(w);
+		resume_pool_waiters(w);
 		if (w->wake_pending)
 			handle_wake(w);
 		if (w->stopping) {

@@ -145,6 +145,7 @@ struct rm_conn {
 	struct rm_chunk *held_head, *held_tail;	/* input not yet consumed */
 	struct rm_conn *next_starved;	/* on the worker's ENOBUFS list */
 	struct rm_conn *next_deferred;	/* on the worker's run-after-dispatch list */
+	struct rm_conn *next_pool_wait;	/* input held while the worker's pools were short */
 	struct rm_send_ctx *send_ctx;	/* while a send is in flight */
 };
 

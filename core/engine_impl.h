@@ -38,7 +38,7 @@ struct rm_worker {
 	bool accept_armed[RM_LISTENERS_MAX + 1];
 	int listener_cfg_index[RM_LISTENERS_MAX + 1];	/* -2 = control socket */
 	const struct rm_session_ops *listener_ops[RM_LISTENERS_MAX + 1];
-	const char *listener_name[RM_LISTENERS_MAX + 1];
+	char listener_name[RM_LISTENERS_MAX + 1][RM_NAME_MAX];	/* copies: configs are freed on reload */
 
 	/* provided receive buffers */
 	struct rm_bufring bufs;
@@ -65,6 +65,9 @@ struct rm_worker {
 	/* lists of connections */
 	struct rm_conn *deferred_head, *deferred_tail;
 	struct rm_conn *starved_head, *starved_tail;
+	struct rm_conn *pool_wait_head, *pool_wait_tail;
+	uint64_t pool_gen;		/* bumped whenever a chunk or block is freed */
+	uint64_t pool_gen_resumed;	/* pool_gen at the last re-offer to pool waiters */
 
 	struct rm_wheel wheel;
 	uint64_t now_ms;

@@ -66,7 +66,8 @@ int main(int argc, char **argv)
 	const char *config_path = RM_DEFAULT_CONFIG, *socket_path = NULL;
 	bool json = false;
 	struct sockaddr_un sun;
-	char request[128], *reply;
+	static char reply[RM_CTL_REPLY_MAX + 1];
+	char request[128];
 	size_t reply_len = 0;
 	struct timeval tv = { RM_CTL_TIMEOUT_S, 0 };
 	int opt, fd;
@@ -121,9 +122,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ringmailctl: write: %s\n", strerror(errno));
 		return 1;
 	}
-	reply = malloc(RM_CTL_REPLY_MAX + 1);
-	if (reply == NULL)
-		return 1;
 	/* Read until the reply's closing "." line. */
 	for (;;) {
 		ssize_t n;

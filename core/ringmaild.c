@@ -213,11 +213,14 @@ static void reload(struct rm_daemon *d, struct retired *retired)
 		return;
 	}
 	merge_reload(old, next, applied, sizeof(applied));
-	rm_log_set_level(next->log_level);
 	atomic_store_explicit(&d->config_ptr, next, memory_order_release);
 	retired->cfg[retired->count++] = old;
 	rm_daemon_notify_reload(d);
+	/* Logged at the more verbose of the two levels, so that a reload that
+	 * quiets the log still says it happened. */
+	rm_log_set_level(next->log_level > old->log_level ? next->log_level : old->log_level);
 	rm_info(0, "reload of %s: applied:%s", next->path, applied);
+	rm_log_set_level(next->log_level);
 }
 
 static void free_retired(const struct rm_daemon *d, struct retired *retired)
@@ -261,18 +264,22 @@ int main(int argc, char **argv)
 		return 1;
 	if (rm_config_load_file(cfg, path, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
+		free(cfg);
 		return 2;
 	}
 	if (cfg->user[0] != '\0') {
 		pw = getpwnam(cfg->user);
 		if (pw == NULL) {
-			fprintf(stderr, "%s: user '%s' does not exist on this system\n", path, cfg->user);
+			fprintf(stderr, "%s:%d: user = \"%s\": no such user on this system\n", path,
+				cfg->user_line, cfg->user);
+			free(cfg);
 			return 2;
 		}
 	}
 	if (check_only) {
 		printf("ringmaild: configuration %s is valid (%u workers, %u listeners)\n", path,
 		       cfg->workers, cfg->listener_count);
+		free(cfg);
 		return 0;
 	}
 
@@ -281,17 +288,17 @@ int main(int argc, char **argv)
 		if (!cfg->allow_root) {
 			rm_error(0, "refusing to run as root: set user = \"...\" to drop privileges "
 				 "after binding, or allow_root = true");
-			return 1;
+			goto fail;
 		}
 		rm_warn(0, "running as root (allow_root = true): only for development");
 	}
 	if (pw != NULL && geteuid() != 0 && geteuid() != pw->pw_uid) {
 		rm_error(0, "user = \"%s\" needs ringmaild to start as root", cfg->user);
-		return 1;
+		goto fail;
 	}
 	if (rm_probe_io_uring(err, sizeof(err)) < 0) {
 		rm_error(0, "cannot use io_uring: %s", err);
-		return 1;
+		goto fail;
 	}
 
 	/* Workers inherit this mask: only the main thread takes these signals. */
@@ -304,7 +311,7 @@ int main(int argc, char **argv)
 
 	raise_fd_limit(cfg);
 	if (make_dir(cfg->spool_dir, pw ? pw->pw_uid : 0, pw ? pw->pw_gid : 0, pw != NULL && geteuid() == 0) < 0)
-		return 1;
+		goto fail;
 
 	daemon.worker_count = cfg->workers;
 	daemon.protocols = protocols;
@@ -312,19 +319,19 @@ int main(int argc, char **argv)
 	atomic_store(&daemon.config_ptr, cfg);
 	if (rm_daemon_bind(&daemon, err, sizeof(err)) < 0) {
 		rm_error(0, "%s", err);
-		return 1;
+		goto fail;
 	}
 	if (pw != NULL && geteuid() == 0) {
 		if (daemon.control_fd >= 0 && chown(cfg->control_socket, 0, pw->pw_gid) < 0)
 			rm_warn(0, "control_socket: chown: %s", strerror(errno));
 		if (drop_privileges(cfg, pw->pw_uid, pw->pw_gid) < 0)
-			return 1;
+			goto fail;
 		rm_info(0, "privileges dropped to %s (uid %u gid %u)", cfg->user, (unsigned)pw->pw_uid,
 			(unsigned)pw->pw_gid);
 		/* kernel.io_uring_disabled = 1 admits root only: check again as the user. */
 		if (rm_probe_io_uring(err, sizeof(err)) < 0) {
 			rm_error(0, "cannot use io_uring as user %s: %s", cfg->user, err);
-			return 1;
+			goto fail;
 		}
 	}
 	rm_daemon_start(&daemon);
@@ -357,4 +364,8 @@ int main(int argc, char **argv)
 	rm_daemon_join(&daemon);
 	rm_info(0, "stopped");
 	return 0;
+fail:
+	/* Nothing started yet: only the configuration to give back. */
+	free(cfg);
+	return 1;
 }

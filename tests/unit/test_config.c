@@ -417,11 +417,11 @@ static void test_listener_protocol(void **state)
 {
 	load_fail("listeners = (\n"
 		  "  { name = \"echo\"; address = \"127.0.0.1\"; port = 2007; }\n"
-		  ");\n", 2, "listener 'echo': protocol is required (one of echo)");
+		  ");\n", 2, "listener 'echo': protocol is required (one of echo, relay)");
 	load_fail("listeners = (\n"
 		  "  { name = \"mx\";\n"
 		  "    protocol = \"smtp\"; address = \"127.0.0.1\"; port = 25; }\n"
-		  ");\n", 3, "listener 'mx': protocol = \"smtp\": must be one of echo");
+		  ");\n", 3, "listener 'mx': protocol = \"smtp\": must be one of echo, relay");
 }
 
 static void test_listener_address(void **state)
