@@ -4,6 +4,7 @@
 #   b. the pytest integration tests, tests/integration (real ringmaild, ASan build)
 #   c. scripts/fuzz.sh regress: every fuzzer over its seed corpus
 #   d. scripts/fuzz.sh short: a short coverage-guided run of every fuzzer
+#   e. make tidy: clang-tidy's basic checks over every C file, warnings are errors
 # A failing part does not stop the later ones.  At the end: each part's own
 # summary lines, then one line "N passed, M failed".
 #
@@ -107,6 +108,13 @@ status=0
 run_logged "$logs/fuzz-short.log" scripts/fuzz.sh short || status=$?
 mapfile -t lines < <(grep -E '^fuzz(\.sh)? ' "$logs/fuzz-short.log" || true)
 record "fuzz short" "$status" "${lines[@]}"
+
+# ---- e. static analysis --------------------------------------------------------------------------
+banner "static analysis: make tidy"
+status=0
+run_logged "$logs/tidy.log" make --no-print-directory tidy || status=$?
+mapfile -t lines < <(grep -E '^clang-tidy: |error:' "$logs/tidy.log" | head -20 || true)
+record "clang-tidy" "$status" "${lines[@]}"
 
 # ---- summary -----------------------------------------------------------------------------------------------
 banner "summary (logs in $logs/)"
