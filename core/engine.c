@@ -206,6 +206,52 @@ static void chunk_list_release(struct rm_worker *w, struct rm_chunk **head, stru
 	*head = *tail = NULL;
 }
 
+/* ---- connection lists ----------------------------------------------------------- */
+
+#define FIFO_NEXT(f, c) (*(struct rm_conn **)((char *)(c) + (f)->link))
+
+static void fifo_push(struct rm_conn_fifo *f, struct rm_conn *c)
+{
+	FIFO_NEXT(f, c) = NULL;
+	if (f->tail != NULL)
+		FIFO_NEXT(f, f->tail) = c;
+	else
+		f->head = c;
+	f->tail = c;
+}
+
+static struct rm_conn *fifo_pop(struct rm_conn_fifo *f)
+{
+	struct rm_conn *c = f->head;
+
+	if (c == NULL)
+		return NULL;
+	f->head = FIFO_NEXT(f, c);
+	if (f->head == NULL)
+		f->tail = NULL;
+	FIFO_NEXT(f, c) = NULL;
+	return c;
+}
+
+/* Rare (a connection dying while listed): linear, bounded by the slots. */
+static void fifo_unlink(struct rm_conn_fifo *f, struct rm_conn *c, uint32_t bound)
+{
+	struct rm_conn *prev = NULL, *x = f->head;
+
+	for (uint32_t n = 0; x != NULL && n < bound; n++, prev = x, x = FIFO_NEXT(f, x)) {
+		if (x != c)
+			continue;
+		if (prev != NULL)
+			FIFO_NEXT(f, prev) = FIFO_NEXT(f, c);
+		else
+			f->head = FIFO_NEXT(f, c);
+		if (f->tail == c)
+			f->tail = prev;
+		FIFO_NEXT(f, c) = NULL;
+		return;
+	}
+}
+
 /* ---- deferred work ----------------------------------------------------------- */
 
 static void defer(struct rm_conn *c, uint32_t what)
@@ -218,12 +264,7 @@ static void defer(struct rm_conn *c, uint32_t what)
 	if (c->flags & RM_CF_DEFERRED)
 		return;
 	c->flags |= RM_CF_DEFERRED;
-	c->next_deferred = NULL;
-	if (w->deferred_tail != NULL)
-		w->deferred_tail->next_deferred = c;
-	else
-		w->deferred_head = c;
-	w->deferred_tail = c;
+	fifo_push(&w->deferred, c);
 }
 
 /* ---- connection slots ----------------------------------------------------------- */
@@ -373,26 +414,6 @@ static void conn_kill(struct rm_conn *c, int err)
 	defer(c, 0);
 }
 
-/* Remove c from a singly linked list threaded through the field at link_offset
- * (rare: linear in the list's length, which is bounded by the slots). */
-static void list_unlink(struct rm_worker *w, struct rm_conn **head, struct rm_conn **tail,
-			struct rm_conn *c, size_t link_offset)
-{
-#define LINK(x) (*(struct rm_conn **)((char *)(x) + link_offset))
-	struct rm_conn **pp = head;
-
-	for (uint32_t n = 0; *pp != NULL && n < w->conn_count; n++, pp = &LINK(*pp)) {
-		if (*pp == c) {
-			*pp = LINK(c);
-			break;
-		}
-	}
-	*tail = NULL;
-	for (struct rm_conn *x = *head; x != NULL; x = LINK(x))
-		*tail = x;
-#undef LINK
-}
-
 /* Called from the deferred list once a dead connection has nothing in flight. */
 static void conn_finish(struct rm_conn *c)
 {
@@ -402,12 +423,11 @@ static void conn_finish(struct rm_conn *c)
 	chunk_list_release(w, &c->out_head, &c->out_tail);
 	c->out_bytes = 0;
 	if (c->flags & RM_CF_STARVED) {
-		list_unlink(w, &w->starved_head, &w->starved_tail, c, offsetof(struct rm_conn, next_starved));
+		fifo_unlink(&w->starved, c, w->conn_count);
 		c->flags &= ~RM_CF_STARVED;
 	}
 	if (c->flags & RM_CF_POOL_WAIT) {
-		list_unlink(w, &w->pool_wait_head, &w->pool_wait_tail, c,
-			    offsetof(struct rm_conn, next_pool_wait));
+		fifo_unlink(&w->pool_wait, c, w->conn_count);
 		c->flags &= ~RM_CF_POOL_WAIT;
 	}
 	c->flags |= RM_CF_FINISHING;
@@ -725,26 +745,17 @@ static void wait_for_pool(struct rm_conn *c)
 	if (c->held_head == NULL || c->out_bytes != 0 || (c->flags & (RM_CF_SEND_INFLIGHT | RM_CF_POOL_WAIT)))
 		return;
 	c->flags |= RM_CF_POOL_WAIT;
-	c->next_pool_wait = NULL;
-	if (w->pool_wait_tail != NULL)
-		w->pool_wait_tail->next_pool_wait = c;
-	else
-		w->pool_wait_head = c;
-	w->pool_wait_tail = c;
+	fifo_push(&w->pool_wait, c);
 }
 
 static void resume_pool_waiters(struct rm_worker *w)
 {
-	if (w->pool_wait_head == NULL || w->pool_gen == w->pool_gen_resumed)
+	if (w->pool_wait.head == NULL || w->pool_gen == w->pool_gen_resumed)
 		return;
 	w->pool_gen_resumed = w->pool_gen;
-	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->pool_wait_head != NULL; n++) {
-		struct rm_conn *c = w->pool_wait_head;
+	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->pool_wait.head != NULL; n++) {
+		struct rm_conn *c = fifo_pop(&w->pool_wait);
 
-		w->pool_wait_head = c->next_pool_wait;
-		if (w->pool_wait_head == NULL)
-			w->pool_wait_tail = NULL;
-		c->next_pool_wait = NULL;
 		c->flags &= ~RM_CF_POOL_WAIT;
 		defer(c, RM_CF_RESUME);
 	}
@@ -781,12 +792,7 @@ static void starve(struct rm_conn *c)
 	if (c->flags & RM_CF_STARVED)
 		return;
 	c->flags |= RM_CF_STARVED;
-	c->next_starved = NULL;
-	if (w->starved_tail != NULL)
-		w->starved_tail->next_starved = c;
-	else
-		w->starved_head = c;
-	w->starved_tail = c;
+	fifo_push(&w->starved, c);
 	atomic_fetch_add_explicit(&w->stats.recv_enobufs, 1, memory_order_relaxed);
 }
 
@@ -930,26 +936,15 @@ static void run_deferred(struct rm_worker *w)
 {
 	/* Callbacks may defer more work; bound the rounds so one busy peer cannot
 	 * starve the ring (leftovers run next iteration). */
-	for (uint32_t n = 0; w->deferred_head != NULL && n < 4 * w->conn_count + 16; n++) {
-		struct rm_conn *c = w->deferred_head;
-
-		w->deferred_head = c->next_deferred;
-		if (w->deferred_head == NULL)
-			w->deferred_tail = NULL;
-		c->next_deferred = NULL;
-		run_deferred_one(c);
-	}
+	for (uint32_t n = 0; w->deferred.head != NULL && n < 4 * w->conn_count + 16; n++)
+		run_deferred_one(fifo_pop(&w->deferred));
 }
 
 static void rearm_starved(struct rm_worker *w)
 {
-	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->starved_head != NULL && w->bufs.free > 0; n++) {
-		struct rm_conn *c = w->starved_head;
+	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->starved.head != NULL && w->bufs.free > 0; n++) {
+		struct rm_conn *c = fifo_pop(&w->starved);
 
-		w->starved_head = c->next_starved;
-		if (w->starved_head == NULL)
-			w->starved_tail = NULL;
-		c->next_starved = NULL;
 		c->flags &= ~RM_CF_STARVED;
 		maybe_rearm_recv(c);
 	}
@@ -1269,7 +1264,7 @@ static void worker_loop(struct rm_worker *w)
 			begin_stop(w);
 			continue;
 		}
-		if (w->deferred_head != NULL)
+		if (w->deferred.head != NULL)
 			wait_ms = 0;
 		next_tick = rm_wheel_next_tick(&w->wheel);
 		if (next_tick != UINT64_MAX) {
@@ -1412,6 +1407,9 @@ static void *worker_main(void *arg)
 		rm_fatal("worker %u: %s", w->index, why);
 	setup_buffers(w);
 	setup_pools(w);
+	w->deferred.link = offsetof(struct rm_conn, next_deferred);
+	w->starved.link = offsetof(struct rm_conn, next_starved);
+	w->pool_wait.link = offsetof(struct rm_conn, next_pool_wait);
 	rm_wheel_init(&w->wheel, rm_now_ms() / RM_TICK_MS);
 	w->now_ms = rm_now_ms();
 	arm_wake(w);

@@ -19,6 +19,12 @@
 #define RM_BUF_GROUP 0
 #define RM_WRITE_BLOCK_BYTES 4096
 
+/* An intrusive FIFO of connections; link is the offset of its next pointer. */
+struct rm_conn_fifo {
+	struct rm_conn *head, *tail;
+	size_t link;
+};
+
 struct rm_worker {
 	struct rm_daemon *daemon;
 	unsigned index;
@@ -62,10 +68,10 @@ struct rm_worker {
 	struct rm_send_ctx *send_ctxs, *send_free;
 	uint32_t send_fresh;
 
-	/* lists of connections */
-	struct rm_conn *deferred_head, *deferred_tail;
-	struct rm_conn *starved_head, *starved_tail;
-	struct rm_conn *pool_wait_head, *pool_wait_tail;
+	/* lists of connections, each threaded through its own link in rm_conn */
+	struct rm_conn_fifo deferred;	/* work to run after this dispatch round */
+	struct rm_conn_fifo starved;	/* multishot recv ended with ENOBUFS */
+	struct rm_conn_fifo pool_wait;	/* input held while the pools were short */
 	uint64_t pool_gen;		/* bumped whenever a chunk or block is freed */
 	uint64_t pool_gen_resumed;	/* pool_gen at the last re-offer to pool waiters */
 
