@@ -40,9 +40,12 @@ FUZZ_BINS := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 BENCH_SRC := $(wildcard bench/bench_*.cc)
 BENCH_BINS:= $(patsubst bench/%.cc,build/bench/%,$(BENCH_SRC))
 
+TOOL_SRC  := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(patsubst tests/tools/%.c,build/tools/%,$(TOOL_SRC))
+
 .PHONY: all asan unit fuzzers benches deps test run fuzz bench bench-idle install clean tidy
 all: $(BINS)
-asan: $(ASAN_BINS)
+asan: $(ASAN_BINS) $(TOOL_BINS)
 unit: $(UNIT_BINS)
 fuzzers: $(FUZZ_BINS)
 benches: $(BENCH_BINS)
@@ -86,6 +89,11 @@ build/asan/tests/%: tests/unit/%.c build/asan/libringmail.a $(LIB_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -O1 $(SAN) -o $@ $< build/asan/libringmail.a -lcmocka $(LIBS)
 
+# Test tools (tests/tools): small programs the integration tests run.
+build/tools/%: tests/tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $<
+
 # --- fuzzers (clang + libFuzzer) ------------------------------------------
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -pthread $(WARN) -Wno-unknown-warning-option \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
@@ -109,7 +117,7 @@ build/bench/%: bench/%.cc build/libringmail.a $(LIB_HDR)
 		-lbenchmark -lbenchmark_main $(LIBS)
 
 # --- static analysis: clang-tidy's basic checks (.clang-tidy), warnings are errors ---
-TIDY_SRC := $(LIB_SRC) $(MAINS) $(UNIT_SRC) $(FUZZ_SRC)
+TIDY_SRC := $(LIB_SRC) $(MAINS) $(UNIT_SRC) $(FUZZ_SRC) $(TOOL_SRC)
 # One file per run: clang-tidy 14 carries analyzer state (valist) across files
 # of one invocation and then reports false positives.
 tidy:
