@@ -90,6 +90,8 @@ struct bench_opts {
 	uint16_t port;
 	union rm_sockaddr dest;
 	socklen_t dest_len;
+	union rm_sockaddr source;	/* --source: local address to connect from */
+	socklen_t source_len;		/* 0 = the kernel chooses */
 	uint32_t conns;
 	uint32_t lines;
 	uint32_t line_bytes;
@@ -728,6 +730,8 @@ static void start_one(struct bench_worker *bw)
 	struct rm_connect_options co = {
 		.dest = &sh->opt.dest.sa,
 		.dest_len = sh->opt.dest_len,
+		.source = sh->opt.source_len != 0 ? &sh->opt.source.sa : NULL,
+		.source_len = sh->opt.source_len,
 		.timeout_ms = sh->opt.connect_timeout_ms,
 	};
 	struct rm_conn *c;
@@ -877,6 +881,7 @@ static void usage(FILE *out)
 		"The server must speak the \"echo\" test protocol (ringmaild's echo listener).\n"
 		"Common options:\n"
 		"  --host ADDR           loopback only: 127.0.0.0/8, ::1 or localhost (default 127.0.0.1)\n"
+		"  --source ADDR         connect from this loopback address (default: the kernel's choice)\n"
 		"  --port PORT           default 2007\n"
 		"  --conns N             connections (default 10 echo, 1000 idle)\n"
 		"  --workers W           engine workers (default: online CPUs, at most N)\n"
@@ -919,37 +924,47 @@ bad:
 }
 
 /* Numeric loopback addresses only: a load tool must not reach another host. */
-static bool parse_host(struct bench_opts *o, const char *host)
+static bool parse_loopback(const char *what, const char *host, uint16_t port, union rm_sockaddr *sa,
+			   socklen_t *len)
 {
-	memset(&o->dest, 0, sizeof(o->dest));
+	memset(sa, 0, sizeof(*sa));
 	if (strcmp(host, "localhost") == 0)
 		host = "127.0.0.1";
-	if (strlen(host) >= sizeof(o->host))
-		goto bad;
-	snprintf(o->host, sizeof(o->host), "%s", host);
-	if (inet_pton(AF_INET, host, &o->dest.in4.sin_addr) == 1) {
-		if ((ntohl(o->dest.in4.sin_addr.s_addr) >> 24) != 127)
+	if (inet_pton(AF_INET, host, &sa->in4.sin_addr) == 1) {
+		if ((ntohl(sa->in4.sin_addr.s_addr) >> 24) != 127)
 			goto bad;
-		o->dest.in4.sin_family = AF_INET;
-		o->dest_len = sizeof(o->dest.in4);
+		sa->in4.sin_family = AF_INET;
+		sa->in4.sin_port = htons(port);
+		*len = sizeof(sa->in4);
 		return true;
 	}
-	if (inet_pton(AF_INET6, host, &o->dest.in6.sin6_addr) == 1) {
-		if (!IN6_IS_ADDR_LOOPBACK(&o->dest.in6.sin6_addr))
+	if (inet_pton(AF_INET6, host, &sa->in6.sin6_addr) == 1) {
+		if (!IN6_IS_ADDR_LOOPBACK(&sa->in6.sin6_addr))
 			goto bad;
-		o->dest.in6.sin6_family = AF_INET6;
-		o->dest_len = sizeof(o->dest.in6);
+		sa->in6.sin6_family = AF_INET6;
+		sa->in6.sin6_port = htons(port);
+		*len = sizeof(sa->in6);
 		return true;
 	}
 bad:
-	fprintf(stderr, "ringmail-bench: --host %s: only loopback addresses are allowed "
-		"(127.0.0.0/8, ::1, localhost)\n", host);
+	fprintf(stderr, "ringmail-bench: --%s %s: only loopback addresses are allowed "
+		"(127.0.0.0/8, ::1, localhost)\n", what, host);
 	return false;
+}
+
+static bool parse_host(struct bench_opts *o, const char *host)
+{
+	if (strlen(host) >= sizeof(o->host)) {
+		fprintf(stderr, "ringmail-bench: --host: too long\n");
+		return false;
+	}
+	snprintf(o->host, sizeof(o->host), "%s", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
+	return parse_loopback("host", host, 0, &o->dest, &o->dest_len);
 }
 
 enum {
 	OPT_HOST = 1000, OPT_PORT, OPT_CONNS, OPT_LINES, OPT_LINE_BYTES, OPT_PIPELINE, OPT_WORKERS,
-	OPT_TIME_LIMIT, OPT_HOLD, OPT_RAMP, OPT_CONNECT_TIMEOUT, OPT_SEED, OPT_JSON,
+	OPT_TIME_LIMIT, OPT_HOLD, OPT_RAMP, OPT_CONNECT_TIMEOUT, OPT_SEED, OPT_JSON, OPT_SOURCE,
 };
 
 /* Returns -1 to exit 2, 1 to exit 0 (help), 0 to run. */
@@ -957,6 +972,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, OPT_HOST },
+		{ "source", required_argument, NULL, OPT_SOURCE },
 		{ "port", required_argument, NULL, OPT_PORT },
 		{ "conns", required_argument, NULL, OPT_CONNS },
 		{ "lines", required_argument, NULL, OPT_LINES },
@@ -973,7 +989,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *host = "127.0.0.1";
+	const char *host = "127.0.0.1", *source = NULL;
 	bool ramp_set = false, echo_only = false, idle_only = false;
 	uint64_t v;
 	int opt;
@@ -1008,6 +1024,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case OPT_HOST: host = optarg; break;
+		case OPT_SOURCE: source = optarg; break;
 		case OPT_PORT:
 			if (!parse_u64("port", optarg, 1, 65535, &v)) return -1;
 			o->port = (uint16_t)v;
@@ -1070,6 +1087,15 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	}
 	if (!parse_host(o, host))
 		return -1;
+	if (source != NULL) {
+		if (!parse_loopback("source", source, 0, &o->source, &o->source_len))
+			return -1;
+		if (o->source.sa.sa_family != o->dest.sa.sa_family) {
+			fprintf(stderr, "ringmail-bench: --source %s and --host %s are of different families\n",
+				source, host);
+			return -1;
+		}
+	}
 	if (o->mode == MODE_ECHO && idle_only) {
 		fprintf(stderr, "ringmail-bench: --hold is for idle mode\n");
 		return -1;
