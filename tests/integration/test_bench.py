@@ -32,7 +32,7 @@ def test_echo_load_from_chosen_source_address(echo_daemon):
     # The daemon saw every connection come from the address the bench bound.
     log = echo_daemon.log()
     assert log.count("connect from 127.0.0.9:") >= 300
-    stats = echo_daemon.ctl("--json", "stats")
+    stats = echo_daemon.stats()
     assert stats["total"]["connections_accepted"] >= 300
 
 
