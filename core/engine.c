@@ -46,6 +46,14 @@ enum rm_op {
 	RM_OP_CANCEL,
 	RM_OP_WAKE,
 	RM_OP_IGNORE,		/* cancels of listeners etc.: nothing to do */
+	RM_OP_FILE,		/* index = file operation slot */
+};
+
+struct rm_file_op {
+	struct rm_file_op *next_free;
+	rm_file_done_fn done;
+	void *arg;
+	struct iovec iov[RM_FILE_IOV_MAX];
 };
 
 enum {
@@ -1092,7 +1100,17 @@ static void run_timers(struct rm_worker *w)
 
 	n = rm_wheel_advance(&w->wheel, w->now_ms / RM_TICK_MS, expired, RM_TIMER_BATCH);
 	for (size_t i = 0; i < n; i++) {
-		struct rm_conn *c = (struct rm_conn *)((char *)expired[i] - offsetof(struct rm_conn, timer));
+		const char *p = (const char *)expired[i];
+		struct rm_conn *c;
+
+		/* A timer outside the slot array is a worker timer. */
+		if (p < (const char *)w->conns || p >= (const char *)(w->conns + w->conn_count)) {
+			struct rm_worker_timer *t = (struct rm_worker_timer *)(void *)expired[i];
+
+			t->fire(w, t->arg);
+			continue;
+		}
+		c = (struct rm_conn *)(void *)(p - offsetof(struct rm_conn, timer));
 
 		atomic_fetch_add_explicit(&w->stats.timeouts, 1, memory_order_relaxed);
 		if (c->state == RM_CONN_CONNECTING) {
@@ -1105,6 +1123,98 @@ static void run_timers(struct rm_worker *w)
 				conn_kill(c, -ETIMEDOUT);
 		}
 	}
+}
+
+void rm_worker_timer_set(struct rm_worker *w, struct rm_worker_timer *t, uint32_t timeout_ms)
+{
+	RM_ASSERT(t->fire != NULL);
+	rm_wheel_add(&w->wheel, &t->timer, (w->now_ms + timeout_ms + RM_TICK_MS - 1) / RM_TICK_MS);
+}
+
+void rm_worker_timer_cancel(struct rm_worker *w, struct rm_worker_timer *t)
+{
+	if (rm_timer_armed(&t->timer))
+		rm_wheel_del(&w->wheel, &t->timer);
+}
+
+/* ---- file operations ------------------------------------------------------------------------ */
+
+static struct rm_file_op *file_op_get(struct rm_worker *w, uint32_t *index)
+{
+	struct rm_file_op *op = w->file_free;
+
+	if (op != NULL)
+		w->file_free = op->next_free;
+	else if (w->file_fresh < RM_FILE_OPS_MAX)
+		op = &w->file_ops[w->file_fresh++];
+	else
+		return NULL;
+	*index = (uint32_t)(op - w->file_ops);
+	w->file_in_flight++;
+	return op;
+}
+
+int rm_file_writev(struct rm_worker *w, int fd, const struct iovec *iov, unsigned iov_count,
+		   uint64_t offset, bool link, rm_file_done_fn done, void *arg)
+{
+	struct io_uring_sqe *sqe;
+	struct rm_file_op *op;
+	uint32_t index;
+
+	RM_ASSERT(iov_count > 0 && iov_count <= RM_FILE_IOV_MAX);
+	op = file_op_get(w, &index);
+	if (op == NULL)
+		return -EBUSY;
+	op->done = done;
+	op->arg = arg;
+	memcpy(op->iov, iov, iov_count * sizeof(*iov));
+	sqe = get_sqe(w);
+	io_uring_prep_writev(sqe, fd, op->iov, iov_count, offset);
+	if (link)
+		sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, pack_ud(RM_OP_FILE, index, 0));
+	return 0;
+}
+
+int rm_file_fdatasync(struct rm_worker *w, int fd, bool link, rm_file_done_fn done, void *arg)
+{
+	struct io_uring_sqe *sqe;
+	struct rm_file_op *op;
+	uint32_t index;
+
+	op = file_op_get(w, &index);
+	if (op == NULL)
+		return -EBUSY;
+	op->done = done;
+	op->arg = arg;
+	sqe = get_sqe(w);
+	io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+	if (link)
+		sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, pack_ud(RM_OP_FILE, index, 0));
+	return 0;
+}
+
+unsigned rm_file_ops_in_flight(const struct rm_worker *w)
+{
+	return w->file_in_flight;
+}
+
+static void on_file_done(struct rm_worker *w, uint32_t index, int res)
+{
+	struct rm_file_op *op;
+
+	RM_ASSERT(index < w->file_fresh);
+	op = &w->file_ops[index];
+	RM_ASSERT(w->file_in_flight > 0);
+	w->file_in_flight--;
+	rm_file_done_fn done = op->done;
+	void *arg = op->arg;
+
+	/* Back on the free list first: done() may start the next operation. */
+	op->next_free = w->file_free;
+	w->file_free = op;
+	done(arg, res);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
@@ -1126,6 +1236,9 @@ static void dispatch(struct rm_worker *w, uint64_t ud, int res, uint32_t cqe_fla
 			arm_wake(w);
 		return;
 	case RM_OP_IGNORE:
+		return;
+	case RM_OP_FILE:
+		on_file_done(w, index, res);
 		return;
 	default:
 		break;
@@ -1241,7 +1354,9 @@ static void worker_loop(struct rm_worker *w)
 		if (w->wake_pending)
 			handle_wake(w);
 		if (w->stopping) {
-			if (w->open_count == 0)
+			/* File operations (spool writes) finish even after the last
+			 * connection: an acknowledged record is never abandoned. */
+			if (w->open_count == 0 && w->file_in_flight == 0)
 				break;
 			/* A kernel operation that never completes must not hold the
 			 * process forever. */
@@ -1384,6 +1499,7 @@ static void setup_pools(struct rm_worker *w)
 	w->block_count = lim->write_blocks_per_worker;
 	w->blocks = map_zeroed((size_t)w->block_count * RM_WRITE_BLOCK_BYTES, "write blocks", w->index);
 	w->block_free = map_zeroed((size_t)w->block_count * sizeof(uint32_t), "block stack", w->index);
+	w->file_ops = map_zeroed((size_t)RM_FILE_OPS_MAX * sizeof(struct rm_file_op), "file operations", w->index);
 	atomic_store_explicit(&w->stats.write_blocks_free, blocks_available(w), memory_order_relaxed);
 }
 

@@ -175,6 +175,38 @@ struct rm_connect_options {
 struct rm_conn *rm_conn_connect(struct rm_worker *w, const struct rm_connect_options *opt,
 				const struct rm_session_ops *ops, void *session, int *err);
 
+/*
+ * Worker timers: for work that belongs to no connection (the spool's commit
+ * interval, the queue manager's next due message, a load tool's pacing).
+ * Same wheel as connection timers; fire(w, arg) runs from the loop.
+ */
+struct rm_worker_timer {
+	struct rm_timer timer;
+	void (*fire)(struct rm_worker *w, void *arg);
+	void *arg;
+};
+void rm_worker_timer_set(struct rm_worker *w, struct rm_worker_timer *t, uint32_t timeout_ms);
+void rm_worker_timer_cancel(struct rm_worker *w, struct rm_worker_timer *t);
+
+/*
+ * File operations through the worker's ring (the spool's appends and
+ * fdatasync).  done(arg, res) runs from the loop with the kernel's result
+ * (bytes written, 0, or -errno).  The iovec array is copied (at most
+ * RM_FILE_IOV_MAX entries); the bytes it points to must stay put until done.
+ * link = true chains the next file operation of this worker after this one
+ * (IOSQE_IO_LINK: a write then its fdatasync, in order, in one submission).
+ * Returns 0, or -EBUSY when all RM_FILE_OPS_MAX operations are in flight
+ * (nothing queued; the caller retries from a later completion).
+ */
+#define RM_FILE_IOV_MAX 64
+#define RM_FILE_OPS_MAX 1024
+struct iovec;
+typedef void (*rm_file_done_fn)(void *arg, int res);
+int rm_file_writev(struct rm_worker *w, int fd, const struct iovec *iov, unsigned iov_count,
+		   uint64_t offset, bool link, rm_file_done_fn done, void *arg);
+int rm_file_fdatasync(struct rm_worker *w, int fd, bool link, rm_file_done_fn done, void *arg);
+unsigned rm_file_ops_in_flight(const struct rm_worker *w);
+
 /* Worker-level helpers for sessions and tools. */
 const struct rm_config *rm_worker_config(const struct rm_worker *w);
 unsigned rm_worker_index(const struct rm_worker *w);

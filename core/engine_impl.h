@@ -75,6 +75,10 @@ struct rm_worker {
 	uint64_t pool_gen;		/* bumped whenever a chunk or block is freed */
 	uint64_t pool_gen_resumed;	/* pool_gen at the last re-offer to pool waiters */
 
+	struct rm_file_op *file_ops;	/* RM_FILE_OPS_MAX, touched on first use */
+	struct rm_file_op *file_free;
+	uint32_t file_fresh, file_in_flight;
+
 	struct rm_wheel wheel;
 	uint64_t now_ms;
 	uint64_t refused_logged_ms;
