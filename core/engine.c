@@ -912,7 +912,10 @@ static void run_deferred_one(struct rm_conn *c)
 	}
 	if (c->state == RM_CONN_FREE)
 		return;
-	if ((f & RM_CF_RESUME) && c->held_head != NULL && !(c->flags & RM_CF_SEND_INFLIGHT && c->out_bytes > c->worker->cfg->limits.output_bytes_max / 2))
+	/* Whoever asked (our own drained output, or a session whose other
+	 * connection drained) gets the held input offered; the session decides
+	 * whether it can take it, whatever this connection's own output holds. */
+	if ((f & RM_CF_RESUME) && c->held_head != NULL)
 		redeliver(c);
 	if (c->state == RM_CONN_OPEN && (c->flags & RM_CF_EOF) && !(c->flags & RM_CF_EOF_DONE) &&
 	    c->held_head == NULL) {
