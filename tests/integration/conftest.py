@@ -18,6 +18,7 @@ python3-pytest runs this).
 
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -453,3 +454,27 @@ class EchoClient:
 
     def __exit__(self, *a):
         self.close()
+
+
+# ---- test data shared by the test files ----------------------------------------------
+
+def pattern_lines(total_bytes, seed, max_len=200):
+    """Deterministic lines totalling about total_bytes (fast to build), CRLF and LF mixed."""
+    rng = random.Random(seed)
+    filler = bytes(range(32, 127)) * 4
+    parts, size, i = [], 0, 0
+    while size < total_bytes:
+        n = rng.randint(0, max_len)
+        line = b"%08d " % i + filler[i % 95:i % 95 + n] + (b"\r\n" if i & 1 else b"\n")
+        parts.append(line)
+        size += len(line)
+        i += 1
+    return b"".join(parts)
+
+
+def first_diff(a, b):
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

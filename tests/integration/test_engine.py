@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import (BYE, GREETING, IDLE, RINGMAILCTL, RINGMAILD, TOO_LONG, Daemon, EchoClient,
+from conftest import (pattern_lines, first_diff, BYE, GREETING, IDLE, RINGMAILCTL, RINGMAILD, TOO_LONG, Daemon, EchoClient,
                       nofile_limit, run_tool)
 
 STAT_NAMES = ("connections_accepted", "connections_outbound", "connections_closed",
@@ -37,28 +37,6 @@ def random_line(rng, max_len=300, crlf=None):
     if crlf is None:
         crlf = rng.random() < 0.5
     return text + (b"\r\n" if crlf else b"\n")
-
-
-def pattern_lines(total_bytes, seed, max_len=200):
-    """Deterministic lines totalling about total_bytes (fast to build), CRLF and LF mixed."""
-    rng = random.Random(seed)
-    filler = bytes(range(32, 127)) * 4
-    parts, size, i = [], 0, 0
-    while size < total_bytes:
-        n = rng.randint(0, max_len)
-        line = b"%08d " % i + filler[i % 95:i % 95 + n] + (b"\r\n" if i & 1 else b"\n")
-        parts.append(line)
-        size += len(line)
-        i += 1
-    return b"".join(parts)
-
-
-def first_diff(a, b):
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def check_bytes(got, want, what="echo"):

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import BYE, GREETING, EchoClient, free_port
+from conftest import pattern_lines, first_diff, BYE, GREETING, EchoClient, free_port
 
 SMALL = {"buffers_per_worker": 64, "output_bytes_max": 65536, "write_blocks_per_worker": 1024}
 STALL_S = 10        # no byte for this long while bytes are due: a dead lock
@@ -40,28 +40,6 @@ def relay_daemon(ringmaild, backend=None, **kw):
                   "backend": backend or "127.0.0.1:%d" % echo_port}]
     listeners += kw.pop("more_listeners", [])
     return ringmaild(listeners=listeners, **kw)
-
-
-def pattern_lines(total_bytes, seed, max_len=200):
-    """Deterministic lines totalling about total_bytes, CRLF and LF mixed, never QUIT."""
-    rng = random.Random(seed)
-    filler = bytes(range(32, 127)) * 4
-    parts, size, i = [], 0, 0
-    while size < total_bytes:
-        n = rng.randint(0, max_len)
-        line = b"%08d " % i + filler[i % 95:i % 95 + n] + (b"\r\n" if i & 1 else b"\n")
-        parts.append(line)
-        size += len(line)
-        i += 1
-    return b"".join(parts)
-
-
-def first_diff(a, b):
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def check_bytes(got, want, what):
