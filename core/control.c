@@ -49,6 +49,7 @@ static void add(struct reply *r, const char *fmt, ...)
 	X(closed, "connections_closed") X(open, "connections_open") \
 	X(accept_refused, "connections_refused") X(recv_bytes, "bytes_received") \
 	X(sent_bytes, "bytes_sent") X(recv_enobufs, "recv_enobufs") X(recv_paused, "recv_paused") \
+	X(held_copied, "held_input_copied") \
 	X(timeouts, "timeouts") X(buffers_free, "buffers_free") \
 	X(write_blocks_free, "write_blocks_free") X(loop_iterations, "loop_iterations")
 

@@ -416,7 +416,7 @@ void rm_daemon_stats_sum(const struct rm_daemon *d, struct rm_worker_stats *out)
 		s = &d->workers[wi]->stats;
 #define SUM(f) atomic_fetch_add_explicit(&out->f, atomic_load_explicit(&s->f, memory_order_relaxed), memory_order_relaxed)
 		SUM(accepted); SUM(connected); SUM(closed); SUM(open); SUM(accept_refused);
-		SUM(recv_bytes); SUM(sent_bytes); SUM(recv_enobufs); SUM(recv_paused);
+		SUM(recv_bytes); SUM(sent_bytes); SUM(recv_enobufs); SUM(recv_paused); SUM(held_copied);
 		SUM(timeouts); SUM(buffers_free); SUM(write_blocks_free); SUM(loop_iterations);
 #undef SUM
 	}

@@ -35,7 +35,6 @@
 #define RM_TIMER_BATCH 256		/* timers run per advance */
 #define RM_STARVED_REARM_MAX 64		/* ENOBUFS re-arms per loop iteration */
 #define RM_SEND_IOV_MAX 16
-#define RM_HELD_CHUNKS_PAUSE 2		/* held input chunks before recv is cancelled */
 #define RM_WAIT_MS_MAX 1000
 
 enum rm_op {
@@ -146,6 +145,12 @@ static void buf_taken(struct rm_worker *w, uint16_t bid)
 {
 	rm_bufring_taken(&w->bufs, bid);
 	atomic_store_explicit(&w->stats.buffers_free, w->bufs.free, memory_order_relaxed);
+}
+
+/* True while fewer than a quarter of the worker's receive buffers are in the ring. */
+static bool ring_low(const struct rm_worker *w)
+{
+	return w->bufs.free < w->bufs.count / 4;
 }
 
 /* ---- chunks and write blocks -------------------------------------------------- */
@@ -579,7 +584,7 @@ int rm_conn_send_rx(struct rm_conn *c, const struct rm_rx *rx, size_t offset, si
 	 * the ring runs low, copy instead, so that slow readers cannot drain the
 	 * ring that every connection of this worker receives into.
 	 */
-	if (w->bufs.free < w->bufs.count / 4)
+	if (rx->bid == RM_RX_NO_BUFFER || ring_low(w))
 		return rm_conn_write(c, data, len);
 	/* Adjacent pieces of one buffer (pipelined lines) extend one chunk. */
 	if (tail != NULL && tail->kind == RM_CHUNK_RX && tail->bid == rx->bid &&
@@ -712,27 +717,75 @@ static void on_send_done(struct rm_conn *c, int res)
 
 /* ---- input -------------------------------------------------------------------------- */
 
+static void held_append(struct rm_conn *c, struct rm_chunk *ch)
+{
+	ch->next = NULL;
+	if (c->held_tail != NULL)
+		c->held_tail->next = ch;
+	else
+		c->held_head = ch;
+	c->held_tail = ch;
+}
+
+/*
+ * Copy held input into write blocks so that its receive buffer can go back to
+ * the ring.  Held input pins a buffer for as long as the session waits, and
+ * what it waits for may be another connection of this worker that needs a
+ * buffer to receive (a relay whose backend is on the same worker, or two
+ * sessions whose outputs feed each other): with every buffer pinned that is a
+ * dead lock.  Once the ring runs low, new held input therefore never pins a
+ * buffer, so pinned buffers stop growing while a quarter of the ring is still
+ * free.  Returns false (nothing changed) when the block or chunk pool is short.
+ */
+static bool hold_copy(struct rm_conn *c, const uint8_t *data, size_t len)
+{
+	struct rm_worker *w = c->worker;
+	uint32_t blocks = (uint32_t)((len + RM_WRITE_BLOCK_BYTES - 1) / RM_WRITE_BLOCK_BYTES);
+
+	/* Keep a reserve for output, which is what eventually drains everything. */
+	if (blocks_available(w) < blocks + 16 || w->chunks_free < blocks + 16)
+		return false;
+	while (len > 0) {
+		struct rm_chunk *ch = chunk_get(w);
+		size_t n = len < RM_WRITE_BLOCK_BYTES ? len : RM_WRITE_BLOCK_BYTES;
+
+		RM_ASSERT(ch != NULL);
+		ch->kind = RM_CHUNK_BLOCK;
+		ch->block = block_take(w);
+		ch->data = w->blocks + (size_t)ch->block * RM_WRITE_BLOCK_BYTES;
+		ch->bid = RM_RX_NO_BUFFER;
+		memcpy((uint8_t *)ch->data, data, n);
+		ch->len = (uint32_t)n;
+		held_append(c, ch);
+		data += n;
+		len -= n;
+	}
+	atomic_store_explicit(&w->stats.write_blocks_free, blocks_available(w), memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->stats.held_copied, 1, memory_order_relaxed);
+	return true;
+}
+
+/* Keep input the session did not take; consumes the caller's buffer reference. */
 static void hold_input(struct rm_conn *c, uint16_t bid, const uint8_t *data, size_t len)
 {
-	struct rm_chunk *ch = chunk_get(c->worker);
+	struct rm_chunk *ch;
 
-	if (ch == NULL) {
+	if (ring_low(c->worker) && hold_copy(c, data, len)) {
+		buf_unref(c->worker, bid);
+	} else if ((ch = chunk_get(c->worker)) == NULL) {
 		/* Pool sized for every slot; running out means a session is not
 		 * consuming at all while the peer keeps sending. */
 		rm_warn(c->id, "input held beyond the chunk pool; closing");
 		buf_unref(c->worker, bid);
 		conn_kill(c, -ENOBUFS);
 		return;
+	} else {
+		ch->kind = RM_CHUNK_RX;
+		ch->bid = bid;
+		ch->data = data;
+		ch->len = (uint32_t)len;
+		held_append(c, ch);
 	}
-	ch->kind = RM_CHUNK_RX;
-	ch->bid = bid;
-	ch->data = data;
-	ch->len = (uint32_t)len;
-	if (c->held_tail != NULL)
-		c->held_tail->next = ch;
-	else
-		c->held_head = ch;
-	c->held_tail = ch;
 	if (!(c->flags & RM_CF_PAUSED)) {
 		c->flags |= RM_CF_PAUSED;
 		atomic_fetch_add_explicit(&c->worker->stats.recv_paused, 1, memory_order_relaxed);

@@ -65,8 +65,11 @@ struct rm_daemon;
 struct rm_rx {
 	const uint8_t *data;
 	size_t len;
-	uint16_t bid;		/* provided buffer holding data */
+	uint16_t bid;		/* provided buffer holding data, or RM_RX_NO_BUFFER */
 };
+/* Held input that the engine moved out of the ring (see engine.c, hold_copy):
+ * rm_conn_send_rx copies it instead of taking a reference. */
+#define RM_RX_NO_BUFFER UINT16_MAX
 
 struct rm_session_ops {
 	const char *protocol;
@@ -98,6 +101,7 @@ struct rm_worker_stats {
 	_Atomic uint64_t sent_bytes;
 	_Atomic uint64_t recv_enobufs;		/* multishot recv ended for lack of buffers */
 	_Atomic uint64_t recv_paused;		/* input held for back-pressure */
+	_Atomic uint64_t held_copied;		/* held input moved out of a low ring */
 	_Atomic uint64_t timeouts;
 	_Atomic uint64_t buffers_free;
 	_Atomic uint64_t write_blocks_free;

@@ -22,7 +22,7 @@ from conftest import (pattern_lines, first_diff, BYE, GREETING, IDLE, RINGMAILCT
 
 STAT_NAMES = ("connections_accepted", "connections_outbound", "connections_closed",
               "connections_open", "connections_refused", "bytes_received", "bytes_sent",
-              "recv_enobufs", "recv_paused", "timeouts", "buffers_free", "write_blocks_free",
+              "recv_enobufs", "recv_paused", "held_input_copied", "timeouts", "buffers_free", "write_blocks_free",
               "loop_iterations")
 
 

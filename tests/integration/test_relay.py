@@ -114,7 +114,7 @@ def stall_report(d):
     except AssertionError as e:     # the control connection needs worker 0's ring too
         return "no stats (%s)" % e
     return "per worker: %s" % [{k: w[k] for k in ("connections_open", "buffers_free", "write_blocks_free",
-                                                 "recv_paused", "recv_enobufs", "bytes_received", "bytes_sent")}
+                                                 "recv_paused", "held_input_copied", "recv_enobufs", "bytes_received", "bytes_sent")}
                               for w in s["per_worker"]]
 
 
@@ -487,14 +487,11 @@ def test_backpressure_two_sessions_16mib_rounds(ringmaild):
       is in flight and its output more than half full ignores the client's
       rm_conn_resume (test_blocked_direction_does_not_stop_the_other shows
       that one alone, every time);
-    - with both sessions on one worker, held input can pin every buffer of a
-      64-buffer ring, and the connections that would drain it wait for
-      buffers (the stall report shows buffers_free 0 on that worker)."""
-    # KNOWN BUG (issue 2 note): with buffers_per_worker = 64 and both sessions
-    # and their echo backends on one worker, held input can pin every buffer
-    # and the run stalls about 1 time in 10.  256 buffers keep this test about
-    # the resume dead lock until that is fixed; then go back to SMALL.
-    d = relay_daemon(ringmaild, limits=dict(SMALL, buffers_per_worker=256))
+    - with both sessions on one worker, held input pinned every buffer of the
+      64-buffer ring, and the connections that would drain it waited for
+      buffers (the stall report showed buffers_free 0 on that worker); held
+      input now moves out of a low ring (engine.c, hold_copy)."""
+    d = relay_daemon(ringmaild, limits=SMALL)
     port = d.port("relay")
     datas = [pattern_lines(16 << 20, seed=40 + i) for i in range(2)]
     for rnd in range(3):
