@@ -21,9 +21,9 @@ LIBS     := -luring -lconfig -lxxhash -lcares -lcrypt -lwolfssl -lpthread
 
 # Library sources: everything in core/, proto/, tls/ except the programs' mains,
 # plus the test protocol handlers that ringmaild serves as protocols "echo"
-# (tests/line_echo.c) and "relay" (tests/relay.c).
+# (tests/line_echo.c), "relay" (tests/relay.c) and "spooltest" (tests/spool_sink.c).
 MAINS    := core/ringmaild.c core/ringmailctl.c bench/ringmail_bench.c
-LIB_SRC  := $(filter-out $(MAINS),$(wildcard core/*.c proto/*.c tls/*.c)) tests/line_echo.c tests/relay.c
+LIB_SRC  := $(filter-out $(MAINS),$(wildcard core/*.c proto/*.c tls/*.c)) tests/line_echo.c tests/relay.c tests/spool_sink.c
 LIB_HDR  := $(wildcard core/*.h proto/*.h tls/*.h tests/*.h)
 
 OBJ      := $(patsubst %.c,build/obj/%.o,$(LIB_SRC))
@@ -90,9 +90,9 @@ build/asan/tests/%: tests/unit/%.c build/asan/libringmail.a $(LIB_HDR)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -O1 $(SAN) -o $@ $< build/asan/libringmail.a -lcmocka $(LIBS)
 
 # Test tools (tests/tools): small programs the integration tests run.
-build/tools/%: tests/tools/%.c
+build/tools/%: tests/tools/%.c build/libringmail.a $(LIB_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< build/libringmail.a $(LIBS)
 
 # --- fuzzers (clang + libFuzzer) ------------------------------------------
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -pthread $(WARN) -Wno-unknown-warning-option \

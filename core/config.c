@@ -300,6 +300,7 @@ const char *rm_tls_mode_name(enum rm_tls_mode mode)
 static const char *const protocol_names[] = {
 	"echo",		/* line echo: health checks and tests */
 	"relay",	/* byte relay to `backend`: tests the engine's two-connection sessions */
+	"spooltest",	/* messages straight into the spool: tests the spool from real connections */
 };
 
 /* "a, b, c" from a table of names, for "must be one of ..." messages. */
@@ -337,11 +338,21 @@ static const struct limit_rule {
 	{ "connect_timeout_ms", offsetof(struct rm_limits, connect_timeout_ms), 100, 3600000, false },
 	{ "shutdown_timeout_ms", offsetof(struct rm_limits, shutdown_timeout_ms), 0, 3600000, false },
 	{ "listen_backlog", offsetof(struct rm_limits, listen_backlog), 1, 65535, false },
+	{ "spool_segment_bytes_max", offsetof(struct rm_limits, spool_segment_bytes_max), 4194304, 2147483647u, false },
+	/* A buffer must take the largest record (RM_SPOOL_RECORD_BYTES_MAX) and a segment header. */
+	{ "spool_buffer_bytes", offsetof(struct rm_limits, spool_buffer_bytes), 2097152, 268435456, false },
+	{ "spool_commit_interval_ms", offsetof(struct rm_limits, spool_commit_interval_ms), 0, 1000, false },
+	{ "spool_commit_batch_max", offsetof(struct rm_limits, spool_commit_batch_max), 1, 1048576, false },
+	{ "spool_messages_max", offsetof(struct rm_limits, spool_messages_max), 16, 16777216, false },
+	{ "spool_receiving_max", offsetof(struct rm_limits, spool_receiving_max), 1, 1048576, false },
+	{ "spool_segments_max", offsetof(struct rm_limits, spool_segments_max), 4, 1048576, false },
 };
 
 #define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, " \
 	"write_blocks_per_worker, output_bytes_max, line_length_max, idle_timeout_ms, " \
-	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog"
+	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog, spool_segment_bytes_max, " \
+	"spool_buffer_bytes, spool_commit_interval_ms, spool_commit_batch_max, spool_messages_max, " \
+	"spool_receiving_max, spool_segments_max"
 
 static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 {
@@ -965,6 +976,13 @@ void rm_config_defaults(struct rm_config *cfg)
 		.connect_timeout_ms = 30000,
 		.shutdown_timeout_ms = 10000,
 		.listen_backlog = 4096,
+		.spool_segment_bytes_max = 67108864,
+		.spool_buffer_bytes = 4194304,
+		.spool_commit_interval_ms = 0,
+		.spool_commit_batch_max = 4096,
+		.spool_messages_max = 100000,
+		.spool_receiving_max = 4096,
+		.spool_segments_max = 4096,
 	};
 	cfg->listener_count = 0;
 }

@@ -61,6 +61,14 @@ struct rm_limits {
 	uint32_t connect_timeout_ms;
 	uint32_t shutdown_timeout_ms;		/* SIGTERM grace for sessions */
 	uint32_t listen_backlog;
+	/* the spool (core/spool.h), per worker */
+	uint32_t spool_segment_bytes_max;	/* a new segment once one is this big */
+	uint32_t spool_buffer_bytes;		/* each of the two group-commit buffers */
+	uint32_t spool_commit_interval_ms;	/* wait this long for more commits; 0 = none */
+	uint32_t spool_commit_batch_max;	/* this many waiting commits sync at once */
+	uint32_t spool_messages_max;		/* queued messages; more get 452 */
+	uint32_t spool_receiving_max;		/* messages being received at once */
+	uint32_t spool_segments_max;		/* segment files kept; more: 452 */
 };
 
 struct rm_config {

@@ -14,10 +14,11 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/spool.h"
 #include "proto/linesplit.h"
 
 #define RM_CONTROL_IDLE_MS 60000
-#define RM_CONTROL_REPLY_MAX 8192
+#define RM_CONTROL_REPLY_MAX 65536	/* stats of RM_WORKERS_MAX workers fit */
 
 struct control_session {
 	struct rm_lines lines;
@@ -53,20 +54,50 @@ static void add(struct reply *r, const char *fmt, ...)
 	X(timeouts, "timeouts") X(buffers_free, "buffers_free") \
 	X(write_blocks_free, "write_blocks_free") X(loop_iterations, "loop_iterations")
 
-static void stats_text(struct reply *r, const struct rm_worker_stats *s, const char *prefix)
+#define SPOOL_FIELDS(X) \
+	X(committed, "spool_committed") X(commit_failed, "spool_commit_failed") \
+	X(syncs, "spool_syncs") X(writes, "spool_writes") X(bytes_written, "spool_bytes_written") \
+	X(queued, "spool_queued") X(segments, "spool_segments") X(write_errors, "spool_write_errors")
+
+/* One worker's spool counters, or the sum over every worker (worker < 0). */
+static void spool_stats(const struct rm_daemon *d, int worker, struct rm_spool_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < d->worker_count; i++) {
+		const struct rm_spool *sp;
+
+		if ((worker >= 0 && (unsigned)worker != i) || d->workers[i] == NULL)
+			continue;
+		sp = rm_spool_of(d->workers[i]);
+		if (sp == NULL)
+			continue;
+#define X(f, name) atomic_fetch_add_explicit(&out->f, atomic_load_explicit(&rm_spool_stats(sp)->f, memory_order_relaxed), memory_order_relaxed);
+		SPOOL_FIELDS(X)
+#undef X
+	}
+}
+
+static void stats_text(struct reply *r, const struct rm_worker_stats *s, const struct rm_spool_stats *sp,
+		       const char *prefix)
 {
 #define X(f, name) add(r, "%s%s %llu\n", prefix, name, (unsigned long long)atomic_load_explicit(&s->f, memory_order_relaxed));
 	STAT_FIELDS(X)
 #undef X
+#define X(f, name) add(r, "%s%s %llu\n", prefix, name, (unsigned long long)atomic_load_explicit(&sp->f, memory_order_relaxed));
+	SPOOL_FIELDS(X)
+#undef X
 }
 
-static void stats_json(struct reply *r, const struct rm_worker_stats *s)
+static void stats_json(struct reply *r, const struct rm_worker_stats *s, const struct rm_spool_stats *sp)
 {
 	const char *sep = "";
 
 	add(r, "{");
 #define X(f, name) do { add(r, "%s\"%s\":%llu", sep, name, (unsigned long long)atomic_load_explicit(&s->f, memory_order_relaxed)); sep = ","; } while (0);
 	STAT_FIELDS(X)
+#undef X
+#define X(f, name) do { add(r, ",\"%s\":%llu", name, (unsigned long long)atomic_load_explicit(&sp->f, memory_order_relaxed)); } while (0);
+	SPOOL_FIELDS(X)
 #undef X
 	add(r, "}");
 }
@@ -75,6 +106,7 @@ static void do_stats(struct rm_conn *c, struct reply *r, bool json)
 {
 	const struct rm_daemon *d = rm_the_daemon;
 	struct rm_worker_stats total;
+	struct rm_spool_stats spool;
 	uint64_t uptime = rm_worker_now_ms(c->worker) - d->started_ms;
 
 	rm_daemon_stats_sum(d, &total);
@@ -82,24 +114,28 @@ static void do_stats(struct rm_conn *c, struct reply *r, bool json)
 		add(r, "{\"pid\":%d,\"uptime_ms\":%llu,\"workers\":%u,\"config_generation\":%u,\"total\":",
 		    (int)getpid(), (unsigned long long)uptime, d->worker_count,
 		    (unsigned)atomic_load(&d->config_generation));
-		stats_json(r, &total);
+		spool_stats(d, -1, &spool);
+		stats_json(r, &total, &spool);
 		add(r, ",\"per_worker\":[");
 		for (unsigned i = 0; i < d->worker_count; i++) {
 			if (i > 0)
 				add(r, ",");
-			stats_json(r, rm_worker_stats(d->workers[i]));
+			spool_stats(d, (int)i, &spool);
+			stats_json(r, rm_worker_stats(d->workers[i]), &spool);
 		}
 		add(r, "]}\n");
 		return;
 	}
 	add(r, "pid %d\nuptime_ms %llu\nworkers %u\nconfig_generation %u\n", (int)getpid(),
 	    (unsigned long long)uptime, d->worker_count, (unsigned)atomic_load(&d->config_generation));
-	stats_text(r, &total, "");
+	spool_stats(d, -1, &spool);
+	stats_text(r, &total, &spool, "");
 	for (unsigned i = 0; i < d->worker_count; i++) {
 		char prefix[32];
 
 		snprintf(prefix, sizeof(prefix), "worker%u.", i);
-		stats_text(r, rm_worker_stats(d->workers[i]), prefix);
+		spool_stats(d, (int)i, &spool);
+		stats_text(r, rm_worker_stats(d->workers[i]), &spool, prefix);
 	}
 }
 

@@ -16,6 +16,7 @@
  *	Exit 2 for a bad configuration ("FILE:LINE: what is wrong"), 1 for any
  *	other failure to start (io_uring unavailable, bind failure, refusing root).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -34,6 +35,8 @@
 #include "core/log.h"
 #include "tests/line_echo.h"
 #include "tests/relay.h"
+#include "tests/spool_sink.h"
+#include "core/spool.h"
 
 #define RM_DEFAULT_CONFIG "/etc/ringmail/ringmail.conf"
 #define RM_RETIRED_MAX 8	/* configs replaced by SIGHUP, awaiting every worker */
@@ -42,8 +45,53 @@
 static const struct rm_protocol protocols[] = {
 	{ "echo", &rm_echo_ops },
 	{ "relay", &rm_relay_client_ops },
+	{ "spooltest", &rm_spool_sink_ops },
 	{ NULL, NULL },
 };
+
+/*
+ * Each worker opens its spool on its own thread before its loop runs: the
+ * recovery reads of one worker do not wait for another's.  A spool that
+ * cannot be opened (directory unusable, recovery over its limits) stops the
+ * daemon before any client byte is read: serving without it would answer
+ * mail it cannot keep.
+ */
+static void open_spool(struct rm_worker *w, void *arg)
+{
+	struct rm_spool *sp;
+
+	if (rm_spool_open(w, rm_worker_config(w), &sp) < 0)
+		rm_fatal("worker %u: cannot open the spool (see above)", rm_worker_index(w));
+}
+
+/*
+ * Spool directories of workers that this configuration does not start hold
+ * mail that nobody would serve: refuse to start rather than leave it.
+ */
+static int check_spool_workers(const struct rm_config *cfg)
+{
+	for (unsigned wi = cfg->workers; wi < RM_WORKERS_MAX; wi++) {
+		char path[300];
+		DIR *d;
+		struct dirent *de;
+		bool segments = false;
+
+		snprintf(path, sizeof(path), "%s/w%02u", cfg->spool_dir, wi);
+		d = opendir(path);
+		if (d == NULL)
+			continue;
+		while ((de = readdir(d)) != NULL && !segments)
+			segments = strstr(de->d_name, ".seg") != NULL;
+		closedir(d);
+		if (segments) {
+			rm_error(0, "spool: %s holds segments of worker %u but workers = %u; "
+				 "start with workers >= %u so that its mail is served", path, wi, cfg->workers,
+				 wi + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
 
 static void usage(FILE *out)
 {
@@ -313,7 +361,10 @@ int main(int argc, char **argv)
 	if (make_dir(cfg->spool_dir, pw ? pw->pw_uid : 0, pw ? pw->pw_gid : 0, pw != NULL && geteuid() == 0) < 0)
 		goto fail;
 
+	if (check_spool_workers(cfg) < 0)
+		goto fail;
 	daemon.worker_count = cfg->workers;
+	daemon.hooks.worker_start = open_spool;
 	daemon.protocols = protocols;
 	daemon.control_ops = &rm_control_ops;
 	atomic_store(&daemon.config_ptr, cfg);

@@ -352,6 +352,21 @@ static void test_power_of_two(void **state)
 	assert_int_equal(cfg.limits.buffers_per_worker, 16);
 	load_ok(&cfg, "limits = { buffers_per_worker = 32768; };\n" LISTENER_OK);
 	assert_int_equal(cfg.limits.buffers_per_worker, 32768);
+	/* A spool buffer must hold the largest record (1 MiB payload) and a segment header. */
+	load_fail("limits = {\n  spool_buffer_bytes = 1048576;\n};\n" LISTENER_OK, 2,
+		  "limits.spool_buffer_bytes = 1048576: must be between 2097152 and 268435456");
+	load_fail("limits = {\n  spool_commit_interval_ms = 5000;\n};\n" LISTENER_OK, 2,
+		  "limits.spool_commit_interval_ms = 5000");
+	load_ok(&cfg, "limits = { spool_buffer_bytes = 2097152; spool_segment_bytes_max = 4194304;"
+		" spool_commit_interval_ms = 2; spool_commit_batch_max = 64; spool_messages_max = 16;"
+		" spool_receiving_max = 1; spool_segments_max = 4; };\n" LISTENER_OK);
+	assert_int_equal(cfg.limits.spool_buffer_bytes, 2097152);
+	assert_int_equal(cfg.limits.spool_segment_bytes_max, 4194304);
+	assert_int_equal(cfg.limits.spool_commit_interval_ms, 2);
+	assert_int_equal(cfg.limits.spool_commit_batch_max, 64);
+	assert_int_equal(cfg.limits.spool_messages_max, 16);
+	assert_int_equal(cfg.limits.spool_receiving_max, 1);
+	assert_int_equal(cfg.limits.spool_segments_max, 4);
 }
 
 /*
@@ -417,11 +432,11 @@ static void test_listener_protocol(void **state)
 {
 	load_fail("listeners = (\n"
 		  "  { name = \"echo\"; address = \"127.0.0.1\"; port = 2007; }\n"
-		  ");\n", 2, "listener 'echo': protocol is required (one of echo, relay)");
+		  ");\n", 2, "listener 'echo': protocol is required (one of echo, relay, spooltest)");
 	load_fail("listeners = (\n"
 		  "  { name = \"mx\";\n"
 		  "    protocol = \"smtp\"; address = \"127.0.0.1\"; port = 25; }\n"
-		  ");\n", 3, "listener 'mx': protocol = \"smtp\": must be one of echo, relay");
+		  ");\n", 3, "listener 'mx': protocol = \"smtp\": must be one of echo, relay, spooltest");
 }
 
 static void test_listener_address(void **state)
