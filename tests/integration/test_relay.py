@@ -479,7 +479,8 @@ def test_blocked_direction_does_not_stop_the_other(ringmaild):
         srv.close()
 
 
-def test_backpressure_two_sessions_16mib_rounds(ringmaild):
+@pytest.mark.parametrize("workers", [2, 1])
+def test_backpressure_two_sessions_16mib_rounds(ringmaild, workers):
     """The same on two sessions at once, three rounds: each reader pauses while
     both directions of its relay fill up, then reads everything; a session
     that gets no byte for STALL_S seconds is a dead lock.  Two found so far:
@@ -490,8 +491,9 @@ def test_backpressure_two_sessions_16mib_rounds(ringmaild):
     - with both sessions on one worker, held input pinned every buffer of the
       64-buffer ring, and the connections that would drain it waited for
       buffers (the stall report showed buffers_free 0 on that worker); held
-      input now moves out of a low ring (engine.c, hold_copy)."""
-    d = relay_daemon(ringmaild, limits=SMALL)
+      input now moves out of a low ring (engine.c, hold_copy).  With one
+      worker, both sessions and both echo backends share its ring every time."""
+    d = relay_daemon(ringmaild, limits=SMALL, workers=workers)
     port = d.port("relay")
     datas = [pattern_lines(16 << 20, seed=40 + i) for i in range(2)]
     for rnd in range(3):
@@ -549,6 +551,8 @@ def test_backpressure_many_slow_readers(ringmaild):
     run_async(all_of_them(), 150)
     s = d.wait_quiescent(timeout=20)["total"]
     assert s["recv_paused"] > 0, s
+    # The ring ran low under 40 paused sessions: held input left it (hold_copy).
+    assert s["held_input_copied"] > 0, s
 
 
 # ---- 5. backend refused ---------------------------------------------------------------------
