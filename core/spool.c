@@ -57,6 +57,7 @@ struct segment {
 	int fd;
 	uint64_t size_bytes;		/* written so far (acknowledged or not) */
 	uint32_t live_first;		/* open or queued messages whose BEGIN is here */
+	bool synced_any;		/* a write with a sync completed here: it may hold acknowledged records */
 };
 
 struct stage {
@@ -75,6 +76,7 @@ struct stage {
 	/* in flight */
 	unsigned ops_pending;
 	int result;			/* first error of the write or sync */
+	int32_t written;		/* what the write returned, for the log */
 	bool synced;
 };
 
@@ -246,6 +248,7 @@ static int seg_create(struct rm_spool *sp)
 	s->fd = fd;
 	s->size_bytes = 0;
 	s->live_first = 0;
+	s->synced_any = false;
 	f->seq = hdr.seq;
 	f->fd = fd;
 	f->file_off = 0;
@@ -288,8 +291,33 @@ static void seg_release(struct rm_spool *sp, uint64_t first_seq)
 {
 	struct segment *s = seg_find(sp, first_seq);
 
-	RM_ASSERT(s != NULL && s->live_first > 0);
+	/* Gone: a segment that failed before anything in it was durable (seg_discard). */
+	if (s == NULL)
+		return;
+	RM_ASSERT(s->live_first > 0);
 	s->live_first--;
+}
+
+/*
+ * The newest segment failed before any sync in it completed: nothing in it
+ * was ever acknowledged, so it goes at once, out of order.  Without this a
+ * full disk would leave one useless file per retry.
+ */
+static void seg_discard(struct rm_spool *sp, uint64_t seq)
+{
+	struct segment *s = sp->segs_count ? seg_at(sp, sp->segs_count - 1) : NULL;
+	char path[340];
+
+	if (s == NULL || s->seq != seq || s->synced_any)
+		return;
+	seg_name(sp, seq, path, sizeof(path));
+	if (unlink(path) < 0 && errno != ENOENT) {
+		rm_warn(0, "spool: cannot delete %s: %s", path, strerror(errno));
+		return;
+	}
+	close(s->fd);
+	sp->segs_count--;
+	stat_set(&sp->stats.segments, sp->segs_count);
 }
 
 /* ---- the queue ---------------------------------------------------------------------- */
@@ -532,6 +560,7 @@ static void stage_reset(struct stage *f)
 	f->open_msg = NULL;
 	f->ops_pending = 0;
 	f->result = 0;
+	f->written = 0;
 	f->synced = false;
 }
 
@@ -555,6 +584,7 @@ static void on_write_done(void *arg, int res)
 	struct stage *f = sp->flight;
 
 	/* A short write breaks the link, so the fdatasync is cancelled too. */
+	f->written = res;
 	if (res >= 0 && (size_t)res != f->used)
 		res = -EIO;
 	on_file_op(arg, res);
@@ -630,16 +660,26 @@ static void spool_failed(struct rm_spool *sp, struct stage *f, int err)
 {
 	sp->last_error = err;
 	stat_add(&sp->stats.write_errors, 1);
-	rm_error(0, "spool: %s of segment %016llx failed: %s; nothing in it is acknowledged, "
-		 "new mail waits for a new segment", f->synced ? "write or fdatasync" : "write",
-		 (unsigned long long)f->seq, strerror(-err));
+	if (f->written >= 0 && (size_t)f->written != f->used)
+		rm_error(0, "spool: short write to segment %016llx (%d of %zu bytes; disk full?); "
+			 "nothing in it is acknowledged, new mail waits for a new segment",
+			 (unsigned long long)f->seq, f->written, f->used);
+	else
+		rm_error(0, "spool: %s of segment %016llx failed: %s; nothing in it is acknowledged, "
+			 "new mail waits for a new segment", f->written < 0 ? "write" : "fdatasync",
+			 (unsigned long long)f->seq, strerror(-err));
 	sp->epoch++;
 	fail_commits(sp, f, err);
 	fail_commits(sp, sp->fill, err);
 	/* The fill buffer was to follow a possibly torn tail: drop it. */
 	stage_reset(sp->fill);
 	sp->need_segment = true;
-	sp->segment_retry_ms = 0;
+	/* A segment that never synced failed at once: the disk is full or broken,
+	 * so wait before the next try instead of making a file per message. */
+	struct segment *s = seg_find(sp, f->seq);
+
+	sp->segment_retry_ms = s != NULL && !s->synced_any ? rm_worker_now_ms(sp->w) + SEGMENT_RETRY_MS : 0;
+	seg_discard(sp, f->seq);
 }
 
 /*
@@ -657,6 +697,10 @@ static void flight_done(struct rm_spool *sp)
 	if (err != 0) {
 		spool_failed(sp, f, err);
 	} else {
+		struct segment *s = seg_find(sp, f->seq);
+
+		if (s != NULL && f->synced)
+			s->synced_any = true;
 		stat_add(&sp->stats.bytes_written, f->used);
 		for (uint32_t guard = 0; f->commits_head != NULL && guard <= f->commit_count; guard++) {
 			struct rm_spool_msg *m = f->commits_head;
@@ -1465,6 +1509,7 @@ static int recover(struct rm_spool *sp)
 		files[i].fd = -1;
 		s->size_bytes = files[i].len;
 		s->live_first = 0;
+		s->synced_any = true;	/* from an earlier run: may hold acknowledged records */
 	}
 	for (uint32_t i = 0; i < rm_recover_count(&r); i++) {
 		const struct rm_recover_msg *m = rm_recover_message(&r, i);

@@ -315,3 +315,70 @@ def test_kill_9_never_loses_an_acknowledged_message(ringmaild):
     d = spool_daemon(ringmaild, workers=workers)
     assert recovered_total(d, workers) >= len(acked_all)
     assert d.stop() == 0
+
+
+# ---- disk full ------------------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 24 MiB tmpfs of our own, mounted for the test and unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / "smallfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_answers_452_and_recovers(ringmaild, small_fs):
+    """A full disk: the session gets 452 4.3.1, nothing unsynced is acknowledged,
+    other sessions keep being served, and mail is accepted again once space
+    returns.  Everything acknowledged survives, intact."""
+    d = spool_daemon(ringmaild, workers=1, start=False, limits={"spool_segment_bytes_max": 4 << 20})
+    d.settings["spool_dir"] = str(small_fs / "spool")
+    d.write_config()
+    d.start()
+    filler = small_fs / "filler"
+    filler.write_bytes(b"\0" * (12 << 20))
+    rng = random.Random(7)
+    c = SinkClient(d.port("spool"))
+    acked, refused = {}, 0
+    for i in range(40):
+        data = rng.randbytes(1 << 20)
+        r = c.msg(data, rcpt="full%d@example.test" % i)
+        if r.startswith(b"250 "):
+            acked[r.split()[1].decode()] = (len(data), r.split()[2].decode())
+        else:
+            assert r.startswith(b"452 4.3.1 "), r
+            refused += 1
+            if refused >= 3:
+                break
+    assert refused >= 3 and acked, (refused, len(acked))
+    assert re.search(r"spool: (short write|write of segment|cannot create)", d.log()), d.log()[-2000:]
+    # Failed attempts leave no file behind each (a segment that never synced is dropped).
+    assert len(list((small_fs / "spool" / "w00").glob("*.seg"))) <= 4
+    # The daemon still answers other requests and other sessions.
+    assert d.stats()["total"]["spool_write_errors"] >= 1
+    c2 = SinkClient(d.port("spool"))
+    assert c2.msg(b"x" * 100).split()[0] in (b"250", b"452")
+    # Space comes back: within a few retry intervals new mail is taken again.
+    filler.unlink()
+    deadline = time.monotonic() + 10
+    while True:
+        data = rng.randbytes(5000)
+        r = c.msg(data, rcpt="after@example.test")
+        if r.startswith(b"250 "):
+            acked[r.split()[1].decode()] = (len(data), r.split()[2].decode())
+            break
+        assert r.startswith(b"452 "), r
+        assert time.monotonic() < deadline, "still refused after space came back"
+        time.sleep(0.3)
+    c.close()
+    c2.close()
+    d.stop()
+    q = dump_all(small_fs / "spool", 1)
+    for qid, (size, h) in acked.items():
+        assert qid in q and q[qid][0] == size and q[qid][1] == h, qid
