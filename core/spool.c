@@ -51,6 +51,22 @@
 #define NONE UINT32_MAX
 #define SEGMENT_RETRY_MS 1000		/* a failing disk: try a new segment this often */
 #define RECOVER_ROUNDS_MAX 24		/* doublings of a recovery limit */
+#define HOP_BUCKETS 4096		/* next-hop hash; chains hold the rest */
+#define NEXTHOP_MAX 256			/* a domain is at most 255 octets */
+
+/* One (message, next hop) pair: the message is in that hop's list. */
+struct rm_queue_hop_link {
+	struct rm_queue_entry *e;
+	struct rm_queue_hop *hop;
+	struct rm_queue_hop_link *prev, *next;
+};
+
+struct rm_queue_hop {
+	char *name;
+	uint32_t messages;
+	struct rm_queue_hop_link *head;
+	struct rm_queue_hop *hash_next;
+};
 
 struct segment {
 	uint64_t seq;
@@ -131,6 +147,7 @@ struct rm_spool {
 	uint32_t queued;
 	struct rm_queue_entry **heap;	/* due index, min next_attempt */
 	uint32_t heap_count;
+	struct rm_queue_hop **hops;	/* next-hop index, HOP_BUCKETS chains */
 	struct rm_spool_stats stats;
 };
 
@@ -397,6 +414,139 @@ static void heap_remove(struct rm_spool *sp, struct rm_queue_entry *e)
 	heap_up(sp, sp->heap[i]->heap_index);
 }
 
+void rm_queue_nexthop_of(const char *addr, char *out, size_t size)
+{
+	const char *at = strrchr(addr, '@');
+	const char *d = at != NULL ? at + 1 : "";
+	size_t n = strlen(d);
+
+	RM_ASSERT(size > 0);
+	if (n > 0 && d[n - 1] == '.')
+		n--;
+	if (n >= size)
+		n = size - 1;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)(d[i] >= 'A' && d[i] <= 'Z' ? d[i] + ('a' - 'A') : d[i]);
+	out[n] = '\0';
+}
+
+static uint32_t hop_bucket(const char *name)
+{
+	return (uint32_t)(XXH3_64bits(name, strlen(name)) % HOP_BUCKETS);
+}
+
+static struct rm_queue_hop *hop_find(struct rm_spool *sp, const char *name)
+{
+	for (struct rm_queue_hop *h = sp->hops[hop_bucket(name)]; h != NULL; h = h->hash_next)
+		if (strcmp(h->name, name) == 0)
+			return h;
+	return NULL;
+}
+
+static void hops_unlink(struct rm_spool *sp, struct rm_queue_entry *e)
+{
+	for (uint32_t i = 0; i < e->hop_count; i++) {
+		struct rm_queue_hop_link *l = &e->hops[i];
+		struct rm_queue_hop *h = l->hop;
+
+		if (l->prev != NULL)
+			l->prev->next = l->next;
+		else
+			h->head = l->next;
+		if (l->next != NULL)
+			l->next->prev = l->prev;
+		if (--h->messages == 0) {
+			struct rm_queue_hop **pp = &sp->hops[hop_bucket(h->name)];
+
+			while (*pp != h)
+				pp = &(*pp)->hash_next;
+			*pp = h->hash_next;
+			free(h->name);
+			free(h);
+		}
+	}
+	free(e->hops);
+	e->hops = NULL;
+	e->hop_count = 0;
+}
+
+/* List the message under each distinct next hop of its pending recipients. */
+static void hops_link(struct rm_spool *sp, struct rm_queue_entry *e)
+{
+	char name[NEXTHOP_MAX];
+
+	RM_ASSERT(e->hop_count == 0);
+	e->hops = xcalloc(e->rcpt_pending, sizeof(*e->hops));
+	for (uint32_t i = 0; i < e->rcpt_total; i++) {
+		struct rm_queue_hop *h;
+		bool seen = false;
+
+		if (e->rcpts[i].state != RM_RCPT_PENDING)
+			continue;
+		rm_queue_nexthop_of(e->rcpts[i].addr, name, sizeof(name));
+		h = hop_find(sp, name);
+		for (uint32_t k = 0; k < e->hop_count && !seen; k++)
+			seen = e->hops[k].hop == h;
+		if (seen)
+			continue;
+		if (h == NULL) {
+			uint32_t b = hop_bucket(name);
+
+			h = xcalloc(1, sizeof(*h));
+			h->name = xstrndup(name, strlen(name));
+			h->hash_next = sp->hops[b];
+			sp->hops[b] = h;
+		}
+		struct rm_queue_hop_link *l = &e->hops[e->hop_count++];
+
+		l->e = e;
+		l->hop = h;
+		l->prev = NULL;
+		l->next = h->head;
+		if (h->head != NULL)
+			h->head->prev = l;
+		h->head = l;
+		h->messages++;
+	}
+}
+
+uint32_t rm_queue_hop_messages(struct rm_spool *sp, const char *nexthop)
+{
+	struct rm_queue_hop *h = hop_find(sp, nexthop);
+
+	return h != NULL ? h->messages : 0;
+}
+
+struct rm_queue_entry *rm_queue_next_due_at(struct rm_spool *sp, const char *nexthop, uint64_t now_unix_ms)
+{
+	struct rm_queue_hop *h = hop_find(sp, nexthop);
+	struct rm_queue_entry *best = NULL;
+
+	/* Linear in the messages of this hop: bounded by spool_messages_max. */
+	for (struct rm_queue_hop_link *l = h != NULL ? h->head : NULL; l != NULL; l = l->next) {
+		struct rm_queue_entry *e = l->e;
+
+		if (e->heap_index == NONE || e->next_attempt_unix_ms > now_unix_ms)
+			continue;	/* held, in delivery, or not due */
+		if (best == NULL || heap_less(e, best))
+			best = e;
+	}
+	if (best != NULL) {
+		heap_remove(sp, best);
+		best->in_delivery = true;
+	}
+	return best;
+}
+
+void rm_queue_hop_walk(struct rm_spool *sp, bool (*visit)(const char *nexthop, uint32_t messages, void *arg),
+		       void *arg)
+{
+	for (uint32_t b = 0; b < HOP_BUCKETS; b++)
+		for (struct rm_queue_hop *h = sp->hops[b]; h != NULL; h = h->hash_next)
+			if (!visit(h->name, h->messages, arg))
+				return;
+}
+
 static void queue_insert(struct rm_spool *sp, struct rm_queue_entry *e)
 {
 	uint32_t b = qid_bucket(sp, e->qid);
@@ -407,6 +557,7 @@ static void queue_insert(struct rm_spool *sp, struct rm_queue_entry *e)
 	sp->queued++;
 	stat_set(&sp->stats.queued, sp->queued);
 	heap_insert(sp, e);
+	hops_link(sp, e);
 }
 
 struct rm_queue_entry *rm_queue_find(struct rm_spool *sp, uint64_t qid)
@@ -432,6 +583,7 @@ static void entry_free(struct rm_queue_entry *e)
 	free(e->sender);
 	free(e->last_error);
 	free(e->content);
+	free(e->hops);
 	free(e);
 }
 
@@ -447,6 +599,7 @@ static void queue_remove(struct rm_spool *sp, struct rm_queue_entry *e)
 		}
 	}
 	heap_remove(sp, e);
+	hops_unlink(sp, e);
 	RM_ASSERT(sp->queued > 0);
 	sp->queued--;
 	stat_set(&sp->stats.queued, sp->queued);
@@ -475,32 +628,35 @@ void rm_queue_walk(struct rm_spool *sp, bool (*visit)(const struct rm_queue_entr
 				return;
 }
 
-static bool rcpt_in_domain(const char *addr, const char *domain)
+static bool flush_one(struct rm_spool *sp, struct rm_queue_entry *e, uint64_t now_unix_ms)
 {
-	const char *at = strrchr(addr, '@');
-
-	return at != NULL && strcasecmp(at + 1, domain) == 0;
+	if (e->hold || e->in_delivery || e->next_attempt_unix_ms <= now_unix_ms)
+		return false;
+	e->next_attempt_unix_ms = now_unix_ms;
+	if (e->heap_index != NONE)
+		heap_up(sp, e->heap_index);
+	return true;
 }
 
 uint32_t rm_queue_flush(struct rm_spool *sp, const char *domain, uint64_t now_unix_ms)
 {
 	uint32_t n = 0;
 
-	for (uint32_t b = 0; b <= sp->hash_mask; b++) {
-		for (struct rm_queue_entry *e = sp->hash[b]; e != NULL; e = e->hash_next) {
-			bool match = domain == NULL;
+	if (domain != NULL) {
+		char name[NEXTHOP_MAX];
+		char at_name[NEXTHOP_MAX + 1];
+		struct rm_queue_hop *h;
 
-			for (uint32_t i = 0; !match && i < e->rcpt_total; i++)
-				match = e->rcpts[i].state == RM_RCPT_PENDING &&
-					rcpt_in_domain(e->rcpts[i].addr, domain);
-			if (!match || e->hold || e->in_delivery || e->next_attempt_unix_ms <= now_unix_ms)
-				continue;
-			e->next_attempt_unix_ms = now_unix_ms;
-			if (e->heap_index != NONE)
-				heap_up(sp, e->heap_index);
-			n++;
-		}
+		snprintf(at_name, sizeof(at_name), "@%s", domain);
+		rm_queue_nexthop_of(at_name, name, sizeof(name));
+		h = hop_find(sp, name);
+		for (struct rm_queue_hop_link *l = h != NULL ? h->head : NULL; l != NULL; l = l->next)
+			n += flush_one(sp, l->e, now_unix_ms);
+		return n;
 	}
+	for (uint32_t b = 0; b <= sp->hash_mask; b++)
+		for (struct rm_queue_entry *e = sp->hash[b]; e != NULL; e = e->hash_next)
+			n += flush_one(sp, e, now_unix_ms);
 	return n;
 }
 
@@ -1208,6 +1364,9 @@ static int mark_rcpts(struct rm_spool *sp, struct rm_queue_entry *e, const uint3
 		queue_remove(sp, e);
 		return 0;
 	}
+	/* Some recipients are done: the message leaves the hops that only they had. */
+	hops_unlink(sp, e);
+	hops_link(sp, e);
 	return 0;
 }
 
@@ -1594,6 +1753,7 @@ int rm_spool_open(struct rm_worker *w, const struct rm_config *cfg, struct rm_sp
 	sp->hash = xcalloc(hash_size, sizeof(*sp->hash));
 	sp->hash_mask = hash_size - 1;
 	sp->heap = xcalloc(sp->limits.spool_messages_max, sizeof(*sp->heap));
+	sp->hops = xcalloc(HOP_BUCKETS, sizeof(*sp->hops));
 	sp->begin_waiters = xcalloc(sp->limits.spool_receiving_max, sizeof(*sp->begin_waiters));
 	sp->begin_waiters_spare = xcalloc(sp->limits.spool_receiving_max, sizeof(*sp->begin_waiters));
 	for (int i = 0; i < 2; i++) {
@@ -1633,6 +1793,7 @@ void rm_spool_close(struct rm_spool *sp)
 		while (e != NULL) {
 			struct rm_queue_entry *next = e->hash_next;
 
+			hops_unlink(sp, e);
 			entry_free(e);
 			e = next;
 		}
@@ -1648,6 +1809,7 @@ void rm_spool_close(struct rm_spool *sp)
 	free(sp->segs);
 	free(sp->hash);
 	free(sp->heap);
+	free(sp->hops);
 	free(sp->begin_waiters);
 	free(sp->begin_waiters_spare);
 	free(sp);

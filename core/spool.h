@@ -73,7 +73,8 @@
  *	spool.receiving_max are being received (both: 452).
  *
  *	Delivery side: every committed message is a struct rm_queue_entry of
- *	the worker's queue, indexed by due time (rm_queue_next_due returns the
+ *	the worker's queue, indexed by next hop (below) and by due time
+ *	(rm_queue_next_due returns the
  *	earliest entry due at now that is not held, and takes it off the due
  *	index until a mark puts it back) and by queue id.  Marks append status
  *	records (durable with the next group); a message whose recipients are
@@ -116,6 +117,9 @@ struct rm_queue_rcpt {
 	uint8_t state;			/* enum rm_rcpt_state */
 };
 
+struct rm_queue_hop;
+struct rm_queue_hop_link;
+
 /* A queued message (committed, not final).  Read-only outside spool.c. */
 struct rm_queue_entry {
 	uint64_t qid;
@@ -137,6 +141,8 @@ struct rm_queue_entry {
 	uint32_t content_count, content_cap;
 	uint32_t heap_index;		/* in the due heap; UINT32_MAX = not there */
 	struct rm_queue_entry *hash_next;
+	struct rm_queue_hop_link *hops;	/* one per next hop of its pending recipients */
+	uint32_t hop_count;
 };
 
 int rm_spool_open(struct rm_worker *w, const struct rm_config *cfg, struct rm_spool **out);
@@ -161,8 +167,23 @@ uint32_t rm_queue_count(const struct rm_spool *sp);
 void rm_queue_walk(struct rm_spool *sp, bool (*visit)(const struct rm_queue_entry *e, void *arg),
 		   void *arg);
 /* Make every held-back message due now (flush); domain NULL = all, else only
- * messages with a pending recipient in that domain.  Returns how many. */
+ * messages with a pending recipient at that next hop.  Returns how many. */
 uint32_t rm_queue_flush(struct rm_spool *sp, const char *domain, uint64_t now_unix_ms);
+
+/*
+ * The next-hop index: every queued message is listed under each next hop of
+ * its pending recipients.  Until routing exists (issue 6: transport maps, MX,
+ * smarthost), a recipient's next hop is its domain, lower case, without a
+ * trailing dot ("" for an address without one).  rm_queue_next_due_at gives
+ * the earliest due message of one next hop that is not held or in delivery,
+ * for connection reuse, and takes it off the due index like rm_queue_next_due.
+ */
+void rm_queue_nexthop_of(const char *addr, char *out, size_t size);
+uint32_t rm_queue_hop_messages(struct rm_spool *sp, const char *nexthop);
+struct rm_queue_entry *rm_queue_next_due_at(struct rm_spool *sp, const char *nexthop,
+					    uint64_t now_unix_ms);
+void rm_queue_hop_walk(struct rm_spool *sp, bool (*visit)(const char *nexthop, uint32_t messages,
+							   void *arg), void *arg);
 
 ssize_t rm_spool_read(struct rm_spool *sp, const struct rm_queue_entry *e, uint64_t offset,
 		      void *buf, size_t len);
