@@ -186,7 +186,8 @@ static char *xstrndup(const char *s, size_t len)
 {
 	char *p = xcalloc(len + 1, 1);
 
-	memcpy(p, s, len);
+	if (len > 0)
+		memcpy(p, s, len);
 	return p;
 }
 
@@ -825,11 +826,13 @@ static void spool_failed(struct rm_spool *sp, struct stage *f, int err)
 			 "new mail waits for a new segment", f->written < 0 ? "write" : "fdatasync",
 			 (unsigned long long)f->seq, strerror(-err));
 	sp->epoch++;
+	/* Before any callback runs: what a callback begins must wait for a new
+	 * segment, not go into the fill buffer that is dropped below. */
+	sp->need_segment = true;
 	fail_commits(sp, f, err);
 	fail_commits(sp, sp->fill, err);
 	/* The fill buffer was to follow a possibly torn tail: drop it. */
 	stage_reset(sp->fill);
-	sp->need_segment = true;
 	/* A segment that never synced failed at once: the disk is full or broken,
 	 * so wait before the next try instead of making a file per message. */
 	struct segment *s = seg_find(sp, f->seq);
@@ -1059,7 +1062,7 @@ int rm_spool_begin(struct rm_spool *sp, const struct rm_spool_envelope *env,
 	if (n == 0 || n > RM_SPOOL_RCPT_MAX)
 		return -EINVAL;
 	if (sp->queued + sp->receiving >= sp->limits.spool_messages_max ||
-	    sp->receiving >= sp->limits.spool_receiving_max)
+	    sp->receiving + sp->begin_wait_count >= sp->limits.spool_receiving_max)
 		return -EMLINK;
 	close_data(sp, sp->fill);
 	/* Two tries: the rest of the fill buffer, then an empty one. */
@@ -1395,6 +1398,7 @@ int rm_spool_mark_deferred(struct rm_spool *sp, struct rm_queue_entry *e, uint64
 	free(e->last_error);
 	e->last_error = xstrndup(c.text.ptr, c.text.len);
 	e->in_delivery = false;
+	heap_remove(sp, e);	/* its key changed: re-sift it if it was in the due index */
 	heap_insert(sp, e);
 	return 0;
 }
