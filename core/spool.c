@@ -7,8 +7,8 @@
  *
  *	Buffers.  Two staging buffers (struct stage), each destined for one
  *	segment at a known file offset.  `fill` takes records; `flight` is
- *	being written (one writev at its file offset, linked to an fdatasync
- *	when it carries commits or status records).  Records are encoded in
+ *	being written (linked writes of at most FLIGHT_PIECE_BYTES at its file
+ *	offset, then an fdatasync when it carries commits or status records).  Records are encoded in
  *	place; content is copied once, into an open DATA record that grows
  *	while the same message keeps appending and is closed (header,
  *	checksum, padding) by any other record or by sealing the buffer.  A
@@ -49,6 +49,9 @@
 #include "core/spool_recover.h"
 
 #define NONE UINT32_MAX
+/* A flight goes out in linked writes of at most this: on the benchmark VM a 4 MiB
+ * buffered write was often 2-4x slower than 1 MiB ones (docs/BENCHMARKS.md). */
+#define FLIGHT_PIECE_BYTES ((size_t)1 << 20)
 #define SEGMENT_RETRY_MS 1000		/* a failing disk: try a new segment this often */
 #define RECOVER_ROUNDS_MAX 24		/* doublings of a recovery limit */
 #define HOP_BUCKETS 4096		/* next-hop hash; chains hold the rest */
@@ -74,6 +77,7 @@ struct segment {
 	uint64_t size_bytes;		/* written so far (acknowledged or not) */
 	uint32_t live_first;		/* open or queued messages whose BEGIN is here */
 	bool synced_any;		/* a write with a sync completed here: it may hold acknowledged records */
+	uint64_t synced_bytes;		/* end of the last flight whose sync completed */
 };
 
 struct stage {
@@ -91,8 +95,10 @@ struct stage {
 	uint32_t open_len;
 	/* in flight */
 	unsigned ops_pending;
-	int result;			/* first error of the write or sync */
-	int32_t written;		/* what the write returned, for the log */
+	int result;			/* first error of the writes or sync */
+	const char *failed_op;		/* "write" or "fdatasync", for the log */
+	size_t short_got, short_want;	/* a short write, for the log (want 0: none) */
+	unsigned writes_done;		/* pieces of this flight completed (in order: linked) */
 	bool synced;
 };
 
@@ -267,6 +273,7 @@ static int seg_create(struct rm_spool *sp)
 	s->size_bytes = 0;
 	s->live_first = 0;
 	s->synced_any = false;
+	s->synced_bytes = 0;
 	f->seq = hdr.seq;
 	f->fd = fd;
 	f->file_off = 0;
@@ -717,34 +724,49 @@ static void stage_reset(struct stage *f)
 	f->open_msg = NULL;
 	f->ops_pending = 0;
 	f->result = 0;
-	f->written = 0;
+	f->failed_op = NULL;
+	f->short_got = f->short_want = 0;
+	f->writes_done = 0;
 	f->synced = false;
 }
 
 static void flight_done(struct rm_spool *sp);
 
-static void on_file_op(void *arg, int res)
+static void file_op_done(struct rm_spool *sp, int res, const char *op)
 {
-	struct rm_spool *sp = arg;
 	struct stage *f = sp->flight;
 
 	RM_ASSERT(f != NULL && f->ops_pending > 0);
-	if (res < 0 && f->result == 0)
+	if (res < 0 && f->result == 0) {
 		f->result = res;
+		f->failed_op = op;
+	}
 	if (--f->ops_pending == 0)
 		flight_done(sp);
+}
+
+static void on_sync_done(void *arg, int res)
+{
+	file_op_done(arg, res, "fdatasync");
 }
 
 static void on_write_done(void *arg, int res)
 {
 	struct rm_spool *sp = arg;
 	struct stage *f = sp->flight;
+	size_t at = (size_t)f->writes_done++ * FLIGHT_PIECE_BYTES;
+	size_t want = f->used - at < FLIGHT_PIECE_BYTES ? f->used - at : FLIGHT_PIECE_BYTES;
 
-	/* A short write breaks the link, so the fdatasync is cancelled too. */
-	f->written = res;
-	if (res >= 0 && (size_t)res != f->used)
+	/* A short write breaks the link: the later pieces and the fdatasync are
+	 * cancelled (-ECANCELED); the first failure is the one reported. */
+	if (res >= 0 && (size_t)res != want) {
+		if (f->result == 0) {
+			f->short_got = (size_t)res;
+			f->short_want = want;
+		}
 		res = -EIO;
-	on_file_op(arg, res);
+	}
+	file_op_done(sp, res, "write");
 }
 
 /* Start writing the fill buffer; it becomes the flight.  The other buffer is free. */
@@ -757,15 +779,24 @@ static void seal_and_submit(struct rm_spool *sp)
 	RM_ASSERT(sp->flight == NULL && f->used > 0);
 	close_data(sp, f);
 	sync = f->commit_count > 0 || f->marks;
-	iov.iov_base = f->buf;
-	iov.iov_len = f->used;
+	unsigned pieces = (unsigned)((f->used + FLIGHT_PIECE_BYTES - 1) / FLIGHT_PIECE_BYTES);
+
 	f->result = 0;
 	f->synced = sync;
-	f->ops_pending = sync ? 2 : 1;
+	f->writes_done = 0;
+	f->ops_pending = pieces + (sync ? 1 : 0);
 	sp->flight = f;
-	if (rm_file_writev(sp->w, f->fd, &iov, 1, f->file_off, sync, on_write_done, sp) < 0)
-		rm_panic("spool: file operation pool full");	/* the spool has at most two in flight */
-	if (sync && rm_file_fdatasync(sp->w, f->fd, false, on_file_op, sp) < 0)
+	/* Linked pieces, in order: one short piece cancels the rest and the sync. */
+	for (unsigned i = 0; i < pieces; i++) {
+		size_t at = (size_t)i * FLIGHT_PIECE_BYTES;
+
+		iov.iov_base = f->buf + at;
+		iov.iov_len = f->used - at < FLIGHT_PIECE_BYTES ? f->used - at : FLIGHT_PIECE_BYTES;
+		if (rm_file_writev(sp->w, f->fd, &iov, 1, f->file_off + at, sync || i + 1 < pieces,
+				   on_write_done, sp) < 0)
+			rm_panic("spool: file operation pool full");	/* <= 257 of RM_FILE_OPS_MAX */
+	}
+	if (sync && rm_file_fdatasync(sp->w, f->fd, false, on_sync_done, sp) < 0)
 		rm_panic("spool: file operation pool full");
 	stat_add(&sp->stats.writes, 1);
 	if (sync)
@@ -817,13 +848,13 @@ static void spool_failed(struct rm_spool *sp, struct stage *f, int err)
 {
 	sp->last_error = err;
 	stat_add(&sp->stats.write_errors, 1);
-	if (f->written >= 0 && (size_t)f->written != f->used)
-		rm_error(0, "spool: short write to segment %016llx (%d of %zu bytes; disk full?); "
+	if (f->short_want != 0)
+		rm_error(0, "spool: short write to segment %016llx (%zu of %zu bytes; disk full?); "
 			 "nothing in it is acknowledged, new mail waits for a new segment",
-			 (unsigned long long)f->seq, f->written, f->used);
+			 (unsigned long long)f->seq, f->short_got, f->short_want);
 	else
 		rm_error(0, "spool: %s of segment %016llx failed: %s; nothing in it is acknowledged, "
-			 "new mail waits for a new segment", f->written < 0 ? "write" : "fdatasync",
+			 "new mail waits for a new segment", f->failed_op ? f->failed_op : "write",
 			 (unsigned long long)f->seq, strerror(-err));
 	sp->epoch++;
 	/* Before any callback runs: what a callback begins must wait for a new
@@ -838,6 +869,17 @@ static void spool_failed(struct rm_spool *sp, struct stage *f, int err)
 	struct segment *s = seg_find(sp, f->seq);
 
 	sp->segment_retry_ms = s != NULL && !s->synced_any ? rm_worker_now_ms(sp->w) + SEGMENT_RETRY_MS : 0;
+	/* What follows the last completed sync was never acknowledged, but whole
+	 * records of it (the messages just answered 452) would be recovered at
+	 * the next start and delivered as well: cut them off (best effort). */
+	if (s != NULL && s->synced_any && s->fd >= 0 && s->size_bytes > s->synced_bytes) {
+		if (ftruncate(s->fd, (off_t)s->synced_bytes) < 0 || fdatasync(s->fd) < 0)
+			rm_warn(0, "spool: cannot cut segment %016llx back to %llu bytes: %s; messages that "
+				"failed may come back at the next start", (unsigned long long)s->seq,
+				(unsigned long long)s->synced_bytes, strerror(errno));
+		else
+			s->size_bytes = s->synced_bytes;
+	}
 	seg_discard(sp, f->seq);
 }
 
@@ -858,8 +900,10 @@ static void flight_done(struct rm_spool *sp)
 	} else {
 		struct segment *s = seg_find(sp, f->seq);
 
-		if (s != NULL && f->synced)
+		if (s != NULL && f->synced) {
 			s->synced_any = true;
+			s->synced_bytes = f->file_off + f->used;
+		}
 		stat_add(&sp->stats.bytes_written, f->used);
 		for (uint32_t guard = 0; f->commits_head != NULL && guard <= f->commit_count; guard++) {
 			struct rm_spool_msg *m = f->commits_head;
@@ -1673,6 +1717,7 @@ static int recover(struct rm_spool *sp)
 		s->size_bytes = files[i].len;
 		s->live_first = 0;
 		s->synced_any = true;	/* from an earlier run: may hold acknowledged records */
+		s->synced_bytes = files[i].len;
 	}
 	for (uint32_t i = 0; i < rm_recover_count(&r); i++) {
 		const struct rm_recover_msg *m = rm_recover_message(&r, i);

@@ -48,13 +48,14 @@
  *	never before.
  *
  *	Group commit: two buffers of spool.buffer_bytes.  One fills while the
- *	other is written (one writev, linked to one fdatasync when it holds a
+ *	other is written (linked writes, then one fdatasync when it holds a
  *	commit); when that completes, every commit it held is acknowledged
  *	and the filled buffer goes next.  So a burst of N sessions costs about
  *	one fdatasync, and a lone session pays exactly one.
- *	spool.commit_interval_ms > 0 waits that long for more commits before a
- *	sync that is not yet full; spool.commit_batch_max bounds the commits
- *	one fdatasync acknowledges (more go to the next one).
+ *	limits.spool_commit_interval_ms > 0 waits that long for more commits
+ *	before a sync when none is in progress; limits.spool_commit_batch_max
+ *	waiting commits start that sync at once.  (How many commits one sync
+ *	covers is bounded by the buffer: everything in it.)
  *
  *	Back-pressure: rm_spool_append returns how many bytes it took, 0 when
  *	both buffers are busy; rm_spool_wait_room(m, room, arg) then calls

@@ -363,7 +363,10 @@ def test_disk_full_answers_452_and_recovers(ringmaild, small_fs):
     # The daemon still answers other requests and other sessions.
     assert d.stats()["total"]["spool_write_errors"] >= 1
     c2 = SinkClient(d.port("spool"))
-    assert c2.msg(b"x" * 100).split()[0] in (b"250", b"452")
+    r = c2.msg(b"x" * 100)
+    assert r.split()[0] in (b"250", b"452"), r
+    if r.startswith(b"250 "):
+        acked[r.split()[1].decode()] = (100, r.split()[2].decode())
     # Space comes back: within a few retry intervals new mail is taken again.
     filler.unlink()
     deadline = time.monotonic() + 10
@@ -382,3 +385,51 @@ def test_disk_full_answers_452_and_recovers(ringmaild, small_fs):
     q = dump_all(small_fs / "spool", 1)
     for qid, (size, h) in acked.items():
         assert qid in q and q[qid][0] == size and q[qid][1] == h, qid
+    # ... and nothing that was answered 452 comes back: the failed segment's
+    # tail after its last completed sync was cut off.
+    assert set(q) == set(acked), sorted(set(q) - set(acked))
+
+
+def test_disk_full_with_concurrent_writers_brings_back_no_refused_message(ringmaild, small_fs):
+    """Several writers share each sync when the disk fills: the flight that
+    fails holds whole messages in the part that was written.  They were
+    answered 452, so after a restart they must not be in the queue (the
+    client will send them again); every 250 must be."""
+    d = spool_daemon(ringmaild, workers=1, start=False, limits={"spool_segment_bytes_max": 64 << 20})
+    d.settings["spool_dir"] = str(small_fs / "spool")
+    d.write_config()
+    d.start()
+    (small_fs / "filler").write_bytes(b"\0" * (18 << 20))
+    port = d.port("spool")
+    acked, refused, errors = {}, [], []
+    lock = threading.Lock()
+
+    def one(idx):
+        rng = random.Random(idx)
+        c = SinkClient(port)
+        for n in range(100):
+            data = rng.randbytes(rng.choice((100000, 200000, 300000)))
+            r = c.msg(data, rcpt="c%d-%d@example.test" % (idx, n))
+            with lock:
+                if r.startswith(b"250 "):
+                    acked[r.split()[1].decode()] = (len(data), r.split()[2].decode())
+                elif r.startswith(b"452 "):
+                    refused.append(r)
+                    break
+                else:
+                    errors.append(r)
+                    break
+        c.close()
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert refused and acked, (len(refused), len(acked))
+    d.stop()
+    q = dump_all(small_fs / "spool", 1)
+    for qid, (size, h) in acked.items():
+        assert qid in q and q[qid][0] == size and q[qid][1] == h, qid
+    assert set(q) == set(acked), "%d refused messages came back" % len(set(q) - set(acked))

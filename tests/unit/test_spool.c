@@ -1206,9 +1206,14 @@ static void rotation_pump_active(struct sc *sc)
 		}
 	}
 	while (active < ROT_CONCURRENT && sc->k < ROT_N) {
-		struct tmsg *t = &sc->msgs[sc->k++];
+		struct tmsg *t = &sc->msgs[sc->k];
+		int rc = tm_begin(t);
 
-		CHECK_INT(tm_begin(t), ==, 0);
+		/* Both buffers busy (a new segment waits for the flight): next tick. */
+		if (rc == -EAGAIN)
+			break;
+		CHECK_INT(rc, ==, 0);
+		sc->k++;
 		tm_pump(t);
 		active++;
 	}
