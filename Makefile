@@ -43,7 +43,7 @@ BENCH_BINS:= $(patsubst bench/%.cc,build/bench/%,$(BENCH_SRC))
 TOOL_SRC  := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(patsubst tests/tools/%.c,build/tools/%,$(TOOL_SRC))
 
-.PHONY: all asan unit fuzzers benches deps test run fuzz bench bench-idle install clean tidy
+.PHONY: all asan unit fuzzers benches deps test run fuzz bench bench-idle bench-spool install clean tidy
 all: $(BINS)
 asan: $(ASAN_BINS) $(TOOL_BINS)
 unit: $(UNIT_BINS)
@@ -146,6 +146,11 @@ bench: deps
 bench-idle: deps
 	$(MAKE) all
 	./scripts/bench-idle.sh
+
+# Spool: durable commits per second against the machine's write+fdatasync limit (docs/BENCHMARKS.md).
+bench-spool: deps
+	$(MAKE) all
+	./scripts/bench-spool.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ringmail \

@@ -8,6 +8,10 @@
  *		[--ramp R] [common options]
  *	common options: [--workers W] [--time-limit S] [--connect-timeout MS]
  *		[--seed X] [--json] [-v]
+ *	ringmail-bench spool --dir DIR [--writers N] [--size BYTES]
+ *		[--messages M] [--workers W] [--keep] [--time-limit S] [--json] [-v]
+ *	ringmail-bench spool-limit --dir DIR [--size BYTES] [--messages M]
+ *		[--group G] [--keep] [--time-limit S] [--json]
  * DESCRIPTION
  *	The tool is itself an rm_daemon with no listener: every worker connects
  *	out with rm_conn_connect from its worker_start and worker_tick hooks, and
@@ -45,14 +49,48 @@
  *
  *	Only loopback targets are accepted (127.0.0.0/8, ::1, "localhost"): this
  *	is a test tool and must never load another host's network.
+ *
+ *	spool: durable commits per second of the spool (core/spool.h), no
+ *	network.  Each of W workers (default 1) opens its spool in DIR/wNN from
+ *	worker_start (rm_spool_open, configuration defaults but spool_dir = DIR)
+ *	and runs its share of N writers and M messages.  A writer loops:
+ *	rm_spool_begin (one recipient), BYTES of content through
+ *	rm_spool_append in 4 KiB pieces (a short or zero return waits with
+ *	rm_spool_wait_room and resumes from the room callback), rm_spool_commit
+ *	(-EAGAIN: rm_spool_wait_room, then commit again), and it starts its next
+ *	message only from the commit callback; -EAGAIN from begin waits with
+ *	rm_spool_wait_begin.  A callback with err != 0, or any other error,
+ *	counts as a failed message.  The run ends after M messages; the spool is
+ *	closed on its worker when its writers are done and no file operation is
+ *	in flight.  Reported: commits, seconds, commits/s, MB/s of content, the
+ *	spool's own counters (syncs, writes: commits per fdatasync) and the
+ *	commit latency from the first begin call to the durable callback
+ *	(p50/p99/max, same histogram as echo).  A worker that sees no progress
+ *	for STALL_REPORT_MS while writers wait and no file operation is in
+ *	flight logs a "spool stalled" line with what each writer waits for.
+ *
+ *	spool-limit: the machine's own limit on the same file system, with no
+ *	io_uring and no spool: one thread appends M records of BYTES to one new
+ *	file DIR/spool-limit.dat with write(2) and calls fdatasync(2) after
+ *	every G records (and once at the end).  G = 1 is one fdatasync per
+ *	message; a large G is what perfect group commit could reach.
+ *
+ *	In both modes DIR must be new (it is created) or empty: anything else is
+ *	refused so that runs never mix.  What the run wrote is deleted at the end
+ *	(the segment files, the wNN directories, DIR when the run created it)
+ *	unless --keep.  --time-limit stops the run (open messages are aborted,
+ *	commits in flight are waited for, up to STOP_GRACE_MS more) and fails it.
  * DIAGNOSTICS
  *	Exit 0 only when every connection completed (echo: with every byte
- *	verified; idle: established and said bye); 1 when any failed or the time
- *	limit passed; 2 for bad usage or a failure to start.  The report goes to
- *	stdout (--json adds one JSON line at the end); log lines go to stderr
- *	(warnings only, unless -v).
+ *	verified; idle: established and said bye; spool and spool-limit: all M
+ *	messages durable, none failed); 1 when any failed or the time limit
+ *	passed; 2 for bad usage or a failure to start (spool: DIR not empty, the
+ *	spool did not open).  The report goes to stdout (--json adds one JSON
+ *	line at the end); log lines go to stderr (warnings only, unless -v).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -60,6 +98,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -67,6 +106,7 @@
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/spool.h"
 
 #define CONNECTING_MAX 256		/* connects in progress per worker */
 #define PACER_POLL_MS 20		/* while waiting for other workers */
@@ -77,12 +117,19 @@
 #define BATCH_BYTES_MAX (16u << 20)	/* pipeline x line-bytes */
 #define CONNS_MAX 1000000u
 #define IDLE_RAMP_DEFAULT 2000u
+#define SPOOL_PIECE_BYTES 4096u		/* content arrives in pieces of this size */
+#define SPOOL_SIZE_MAX (1u << 30)	/* --size */
+#define SPOOL_MESSAGES_MAX 10000000u	/* --messages */
+#define SPOOL_WRITERS_MAX 100000u	/* --writers */
+#define SPOOL_GROUP_MAX 1000000u	/* --group */
+#define STALL_REPORT_MS 3000		/* no progress, nothing in flight: say so */
+#define STOP_GRACE_MS 5000		/* after the time limit, for commits in flight */
 
 static const char greeting[] = "+OK echo ready\r\n";
 static const char quit_line[] = "QUIT\r\n";
 static const char bye[] = "+OK bye\r\n";
 
-enum bench_mode { MODE_ECHO = 1, MODE_IDLE };
+enum bench_mode { MODE_ECHO = 1, MODE_IDLE, MODE_SPOOL, MODE_SPOOL_LIMIT };
 
 struct bench_opts {
 	enum bench_mode mode;
@@ -104,6 +151,13 @@ struct bench_opts {
 	uint64_t seed;
 	bool json;
 	bool verbose;
+	/* spool, spool-limit */
+	char dir[240];
+	uint32_t writers;
+	uint64_t size_bytes;
+	uint64_t messages;
+	uint32_t group;
+	bool keep;
 };
 
 /* ---- round-trip histogram --------------------------------------------------
@@ -900,8 +954,21 @@ static void usage(FILE *out)
 		"  --seed X              varies the line content (default 1)\n"
 		"idle options:\n"
 		"  --hold S              seconds to stay idle once all are established (default 10)\n"
-		"Exit status: 0 when every connection completed and verified, 1 otherwise, 2 usage.\n",
-		IDLE_RAMP_DEFAULT, LINE_BYTES_MIN, LINE_BYTES_MAX);
+		"\n"
+		"       ringmail-bench spool --dir DIR [options]         durable commits/s of the spool\n"
+		"       ringmail-bench spool-limit --dir DIR [options]   write(2) + fdatasync(2) every G\n"
+		"No network; --host, --port, --conns, --ramp and the echo and idle options do not apply.\n"
+		"  --dir DIR             new or empty directory on the file system to measure\n"
+		"  --size BYTES          content bytes per message (default 4096, 0..%u)\n"
+		"  --messages M          messages in the whole run (default 1000)\n"
+		"  --writers N           spool: concurrent writers (default 1)\n"
+		"  --workers W           spool: workers, one spool each (default 1, at most N)\n"
+		"  --group G             spool-limit: records per fdatasync (default 1)\n"
+		"  --keep                leave what the run wrote in DIR\n"
+		"  --time-limit S, --json, -v as above\n"
+		"Exit status: 0 when every connection completed and verified (spool modes: every\n"
+		"message durable), 1 otherwise, 2 usage or a failure to start.\n",
+		IDLE_RAMP_DEFAULT, LINE_BYTES_MIN, LINE_BYTES_MAX, SPOOL_SIZE_MAX);
 }
 
 static bool parse_u64(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -965,7 +1032,55 @@ static bool parse_host(struct bench_opts *o, const char *host)
 enum {
 	OPT_HOST = 1000, OPT_PORT, OPT_CONNS, OPT_LINES, OPT_LINE_BYTES, OPT_PIPELINE, OPT_WORKERS,
 	OPT_TIME_LIMIT, OPT_HOLD, OPT_RAMP, OPT_CONNECT_TIMEOUT, OPT_SEED, OPT_JSON, OPT_SOURCE,
+	OPT_DIR, OPT_WRITERS, OPT_SIZE, OPT_MESSAGES, OPT_GROUP, OPT_KEEP,
 };
+
+static bool spool_mode(enum bench_mode m)
+{
+	return m == MODE_SPOOL || m == MODE_SPOOL_LIMIT;
+}
+
+/* The spool modes' checks after the options were read; same convention as parse_args. */
+static int check_spool_args(struct bench_opts *o, const char *dir, bool net_opt, bool echo_only,
+			    bool idle_only, bool workers_set, bool writers_set, bool group_set)
+{
+	const char *mode = o->mode == MODE_SPOOL ? "spool" : "spool-limit";
+
+	if (net_opt || echo_only || idle_only) {
+		fprintf(stderr, "ringmail-bench: %s: --host, --source, --port, --conns, --ramp, "
+			"--connect-timeout and the echo and idle options do not apply\n", mode);
+		return -1;
+	}
+	if (dir == NULL || *dir == '\0') {
+		fprintf(stderr, "ringmail-bench: %s: --dir DIR is required\n", mode);
+		return -1;
+	}
+	if (strlen(dir) >= sizeof(o->dir)) {
+		fprintf(stderr, "ringmail-bench: --dir: at most %zu bytes\n", sizeof(o->dir) - 1);
+		return -1;
+	}
+	snprintf(o->dir, sizeof(o->dir), "%s", dir);
+	if (o->mode == MODE_SPOOL) {
+		if (group_set) {
+			fprintf(stderr, "ringmail-bench: --group is for spool-limit\n");
+			return -1;
+		}
+		if (!workers_set)
+			o->workers = 1;
+		if (o->workers > o->writers)
+			o->workers = o->writers;
+		if (o->messages < o->workers)
+			o->workers = o->messages > 0 ? (uint32_t)o->messages : 1;
+	} else {
+		if (workers_set || writers_set) {
+			fprintf(stderr, "ringmail-bench: spool-limit is one thread: --workers and --writers "
+				"are for spool\n");
+			return -1;
+		}
+		o->workers = 0;
+	}
+	return 0;
+}
 
 /* Returns -1 to exit 2, 1 to exit 0 (help), 0 to run. */
 static int parse_args(int argc, char **argv, struct bench_opts *o)
@@ -985,12 +1100,19 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
 		{ "seed", required_argument, NULL, OPT_SEED },
 		{ "json", no_argument, NULL, OPT_JSON },
+		{ "dir", required_argument, NULL, OPT_DIR },
+		{ "writers", required_argument, NULL, OPT_WRITERS },
+		{ "size", required_argument, NULL, OPT_SIZE },
+		{ "messages", required_argument, NULL, OPT_MESSAGES },
+		{ "group", required_argument, NULL, OPT_GROUP },
+		{ "keep", no_argument, NULL, OPT_KEEP },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *host = "127.0.0.1", *source = NULL;
+	const char *host = "127.0.0.1", *source = NULL, *dir = NULL;
 	bool ramp_set = false, echo_only = false, idle_only = false;
+	bool net_opt = false, spool_opt = false, workers_set = false, writers_set = false, group_set = false;
 	uint64_t v;
 	int opt;
 
@@ -1006,8 +1128,13 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		o->mode = MODE_ECHO;
 	} else if (strcmp(argv[1], "idle") == 0) {
 		o->mode = MODE_IDLE;
+	} else if (strcmp(argv[1], "spool") == 0) {
+		o->mode = MODE_SPOOL;
+	} else if (strcmp(argv[1], "spool-limit") == 0) {
+		o->mode = MODE_SPOOL_LIMIT;
 	} else {
-		fprintf(stderr, "ringmail-bench: unknown mode '%s' (echo or idle)\n", argv[1]);
+		fprintf(stderr, "ringmail-bench: unknown mode '%s' (echo, idle, spool or spool-limit)\n",
+			argv[1]);
 		usage(stderr);
 		return -1;
 	}
@@ -1020,18 +1147,24 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	o->time_limit_s = 300;
 	o->connect_timeout_ms = 10000;
 	o->seed = 1;
+	o->writers = 1;
+	o->size_bytes = 4096;
+	o->messages = 1000;
+	o->group = 1;
 	optind = 2;
 	while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (opt) {
-		case OPT_HOST: host = optarg; break;
-		case OPT_SOURCE: source = optarg; break;
+		case OPT_HOST: host = optarg; net_opt = true; break;
+		case OPT_SOURCE: source = optarg; net_opt = true; break;
 		case OPT_PORT:
 			if (!parse_u64("port", optarg, 1, 65535, &v)) return -1;
 			o->port = (uint16_t)v;
+			net_opt = true;
 			break;
 		case OPT_CONNS:
 			if (!parse_u64("conns", optarg, 1, CONNS_MAX, &v)) return -1;
 			o->conns = (uint32_t)v;
+			net_opt = true;
 			break;
 		case OPT_LINES:
 			if (!parse_u64("lines", optarg, 0, UINT32_MAX, &v)) return -1;
@@ -1056,6 +1189,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_WORKERS:
 			if (!parse_u64("workers", optarg, 1, RM_WORKERS_MAX, &v)) return -1;
 			o->workers = (uint32_t)v;
+			workers_set = true;
 			break;
 		case OPT_TIME_LIMIT:
 			if (!parse_u64("time-limit", optarg, 1, 86400, &v)) return -1;
@@ -1070,12 +1204,36 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 			if (!parse_u64("ramp", optarg, 0, 10000000, &v)) return -1;
 			o->ramp_per_s = (uint32_t)v;
 			ramp_set = true;
+			net_opt = true;
 			break;
 		case OPT_CONNECT_TIMEOUT:
 			if (!parse_u64("connect-timeout", optarg, 1, 3600000, &v)) return -1;
 			o->connect_timeout_ms = (uint32_t)v;
+			net_opt = true;
 			break;
 		case OPT_JSON: o->json = true; break;
+		case OPT_DIR: dir = optarg; spool_opt = true; break;
+		case OPT_WRITERS:
+			if (!parse_u64("writers", optarg, 1, SPOOL_WRITERS_MAX, &v)) return -1;
+			o->writers = (uint32_t)v;
+			spool_opt = writers_set = true;
+			break;
+		case OPT_SIZE:
+			if (!parse_u64("size", optarg, 0, SPOOL_SIZE_MAX, &v)) return -1;
+			o->size_bytes = v;
+			spool_opt = true;
+			break;
+		case OPT_MESSAGES:
+			if (!parse_u64("messages", optarg, 1, SPOOL_MESSAGES_MAX, &v)) return -1;
+			o->messages = v;
+			spool_opt = true;
+			break;
+		case OPT_GROUP:
+			if (!parse_u64("group", optarg, 1, SPOOL_GROUP_MAX, &v)) return -1;
+			o->group = (uint32_t)v;
+			spool_opt = group_set = true;
+			break;
+		case OPT_KEEP: o->keep = true; spool_opt = true; break;
 		case 'v': o->verbose = true; break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
@@ -1083,6 +1241,14 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	}
 	if (optind != argc) {
 		fprintf(stderr, "ringmail-bench: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	if (spool_mode(o->mode))
+		return check_spool_args(o, dir, net_opt, echo_only, idle_only, workers_set, writers_set,
+					group_set);
+	if (spool_opt) {
+		fprintf(stderr, "ringmail-bench: --dir, --writers, --size, --messages, --group and --keep "
+			"are for the spool modes\n");
 		return -1;
 	}
 	if (!parse_host(o, host))
@@ -1265,6 +1431,863 @@ static bool report(const struct bench_shared *sh, const struct bench_result *r, 
 	return pass;
 }
 
+/* ---- spool modes ---------------------------------------------------------------------------
+ * No network: the workers drive the spool directly (spool), or one thread
+ * drives write(2) and fdatasync(2) (spool-limit). */
+
+enum writer_state {
+	W_IDLE = 0,		/* between messages */
+	W_BEGIN,		/* about to call rm_spool_begin */
+	W_WAIT_BEGIN,		/* begin said -EAGAIN: rm_spool_wait_begin */
+	W_APPEND,		/* appending content */
+	W_WAIT_APPEND,		/* append took less than offered: rm_spool_wait_room */
+	W_COMMIT,		/* about to call rm_spool_commit */
+	W_WAIT_COMMIT,		/* commit said -EAGAIN: rm_spool_wait_room */
+	W_COMMITTING,		/* commit accepted: its callback is owed */
+	W_DONE,
+	W_STATES
+};
+
+static const char *const writer_state_names[W_STATES] = {
+	[W_IDLE] = "idle", [W_BEGIN] = "begin", [W_WAIT_BEGIN] = "waiting for begin room",
+	[W_APPEND] = "append", [W_WAIT_APPEND] = "waiting for append room", [W_COMMIT] = "commit",
+	[W_WAIT_COMMIT] = "waiting for commit room", [W_COMMITTING] = "waiting for the commit callback",
+	[W_DONE] = "done",
+};
+
+enum spool_fail {
+	SF_BEGIN = 0,		/* rm_spool_begin: -errno other than -EAGAIN */
+	SF_APPEND,		/* rm_spool_append: -errno */
+	SF_COMMIT,		/* rm_spool_commit: -errno other than -EAGAIN */
+	SF_CALLBACK,		/* the commit callback's err != 0 */
+	SF_COUNT
+};
+
+static const char *const spool_fail_names[SF_COUNT] = {
+	[SF_BEGIN] = "rm_spool_begin", [SF_APPEND] = "rm_spool_append",
+	[SF_COMMIT] = "rm_spool_commit", [SF_CALLBACK] = "commit callback",
+};
+
+struct spool_worker;
+
+struct spool_writer {
+	struct spool_worker *sw;
+	uint32_t no;			/* in the whole run */
+	uint8_t state;			/* enum writer_state */
+	struct rm_spool_msg *m;		/* from begin until commit is accepted, or abort */
+	uint64_t sent;			/* content bytes the spool took */
+	uint64_t begin_us;		/* first begin call of this message */
+};
+
+struct spool_stats_copy {
+	uint64_t committed, commit_failed, syncs, writes, bytes_written, segments, write_errors;
+};
+
+struct spool_worker {
+	struct spool_shared *ss;
+	struct rm_worker *w;
+	struct rm_spool *sp;		/* NULL before open, after close */
+	unsigned index;
+	uint32_t writer_count;
+	uint64_t quota;			/* messages this worker runs */
+	uint64_t started;		/* messages taken from the quota (at the first begin call) */
+	uint64_t committed;		/* callbacks with err 0 */
+	uint64_t failed;
+	uint64_t aborted;		/* open messages dropped at a stop */
+	uint64_t fails[SF_COUNT];
+	int last_err;
+	uint32_t failures_logged;
+	uint32_t active;		/* writers not W_DONE */
+	int open_err;			/* rm_spool_open's result */
+	bool opened, closed, stopping, stall_reported;
+	uint64_t t0_us, last_commit_us;
+	uint64_t last_progress_ms;
+	struct spool_stats_copy st;
+	struct hist lat_us;
+	struct spool_writer *writers;
+};
+
+struct spool_shared {
+	struct bench_opts opt;
+	struct spool_worker *workers;
+	_Atomic int stop;		/* time limit or signal: finish what is in flight */
+	_Atomic uint32_t workers_done;
+};
+
+/* Content the writers append: pseudo-random bytes, the same for every message. */
+static uint8_t spool_content[SPOOL_PIECE_BYTES];
+
+static const char spool_sender[] = "bench@ringmail-bench.invalid";
+static const char spool_rcpt[] = "sink@ringmail-bench.invalid";
+static const char spool_client[] = "127.0.0.1";
+static const char spool_helo[] = "ringmail-bench";
+
+static void writer_run(struct spool_writer *wr);
+
+static void writer_fail(struct spool_writer *wr, enum spool_fail why, int err)
+{
+	struct spool_worker *sw = wr->sw;
+
+	sw->failed++;
+	sw->fails[why]++;
+	sw->last_err = err;
+	if (sw->failures_logged < FAILURES_LOGGED_MAX) {
+		sw->failures_logged++;
+		rm_warn(0, "spool worker %u writer %u: %s: %s", sw->index, wr->no, spool_fail_names[why],
+			strerror(-err));
+	}
+}
+
+static void writer_done(struct spool_writer *wr)
+{
+	RM_ASSERT(wr->sw->active > 0);
+	wr->state = W_DONE;
+	wr->sw->active--;
+}
+
+static void spool_progress(struct spool_worker *sw)
+{
+	sw->last_progress_ms = rm_worker_now_ms(sw->w);
+	sw->stall_reported = false;
+}
+
+static void spool_begin_room(void *arg)
+{
+	struct spool_writer *wr = arg;
+
+	/* A writer stopped while it waited is W_DONE: the late call is ignored. */
+	if (wr->state != W_WAIT_BEGIN)
+		return;
+	spool_progress(wr->sw);
+	wr->state = W_BEGIN;
+	writer_run(wr);
+}
+
+static void spool_append_room(void *arg)
+{
+	struct spool_writer *wr = arg;
+
+	RM_ASSERT(wr->state == W_WAIT_APPEND);
+	spool_progress(wr->sw);
+	wr->state = W_APPEND;
+	writer_run(wr);
+}
+
+static void spool_commit_room(void *arg)
+{
+	struct spool_writer *wr = arg;
+
+	RM_ASSERT(wr->state == W_WAIT_COMMIT);
+	spool_progress(wr->sw);
+	wr->state = W_COMMIT;
+	writer_run(wr);
+}
+
+static void spool_commit_done(void *arg, uint64_t qid, int err)
+{
+	struct spool_writer *wr = arg;
+	struct spool_worker *sw = wr->sw;
+	uint64_t t = now_us();
+
+	RM_ASSERT(wr->state == W_COMMITTING);
+	wr->m = NULL;		/* the handle is gone after this callback */
+	if (err == 0) {
+		sw->committed++;
+		hist_add(&sw->lat_us, t - wr->begin_us);
+	} else {
+		writer_fail(wr, SF_CALLBACK, err);
+	}
+	sw->last_commit_us = t;
+	spool_progress(sw);
+	wr->state = W_IDLE;
+	writer_run(wr);		/* the next message starts only here */
+}
+
+/*
+ * Drive one writer as far as it goes without waiting.  Every pass of the loop
+ * either returns (waiting, done) or ends a message that failed at once, so the
+ * loop is bounded by the worker's quota.
+ */
+static void writer_run(struct spool_writer *wr)
+{
+	struct spool_worker *sw = wr->sw;
+	const struct bench_opts *o = &sw->ss->opt;
+
+	for (uint64_t guard = 0; guard <= sw->quota + 1; guard++) {
+		switch (wr->state) {
+		case W_IDLE:
+			if (sw->stopping || sw->started >= sw->quota) {
+				writer_done(wr);
+				return;
+			}
+			/* Taken now, not when begin succeeds: a writer waiting for begin
+			 * room holds its message, so the run never exceeds M. */
+			sw->started++;
+			wr->begin_us = now_us();
+			wr->state = W_BEGIN;
+			/* fall through */
+		case W_BEGIN: {
+			struct rm_spool_envelope env = {
+				.received_unix_ms = (uint64_t)time(NULL) * 1000u,
+				.reverse_path = { spool_sender, sizeof(spool_sender) - 1 },
+				.client_addr = { spool_client, sizeof(spool_client) - 1 },
+				.helo = { spool_helo, sizeof(spool_helo) - 1 },
+			};
+			struct rm_spool_rcpt rcpt = { .addr = { spool_rcpt, sizeof(spool_rcpt) - 1 } };
+			int rc = rm_spool_begin(sw->sp, &env, &rcpt, 1, o->size_bytes, &wr->m);
+
+			if (rc == -EAGAIN) {
+				wr->state = W_WAIT_BEGIN;
+				rm_spool_wait_begin(sw->sp, spool_begin_room, wr);
+				return;
+			}
+			if (rc < 0) {
+				wr->m = NULL;
+				writer_fail(wr, SF_BEGIN, rc);
+				wr->state = W_IDLE;
+				continue;
+			}
+			wr->sent = 0;
+			wr->state = W_APPEND;
+		}
+			/* fall through */
+		case W_APPEND:
+			while (wr->sent < o->size_bytes) {
+				size_t at = (size_t)(wr->sent % SPOOL_PIECE_BYTES);
+				size_t piece = SPOOL_PIECE_BYTES - at;
+				ssize_t n;
+
+				if (piece > o->size_bytes - wr->sent)
+					piece = (size_t)(o->size_bytes - wr->sent);
+				n = rm_spool_append(wr->m, spool_content + at, piece);
+				if (n < 0) {
+					rm_spool_abort(wr->m);
+					wr->m = NULL;
+					writer_fail(wr, SF_APPEND, (int)n);
+					wr->state = W_IDLE;
+					break;
+				}
+				RM_ASSERT((size_t)n <= piece);
+				wr->sent += (uint64_t)n;
+				if ((size_t)n < piece) {
+					/* Short or zero: the rest of this piece goes from the room callback. */
+					wr->state = W_WAIT_APPEND;
+					rm_spool_wait_room(wr->m, spool_append_room, wr);
+					return;
+				}
+			}
+			if (wr->state == W_IDLE)
+				continue;
+			wr->state = W_COMMIT;
+			/* fall through */
+		case W_COMMIT: {
+			int rc = rm_spool_commit(wr->m, spool_commit_done, wr);
+
+			if (rc == 0) {
+				wr->state = W_COMMITTING;
+				return;
+			}
+			if (rc == -EAGAIN) {
+				wr->state = W_WAIT_COMMIT;
+				rm_spool_wait_room(wr->m, spool_commit_room, wr);
+				return;
+			}
+			wr->m = NULL;	/* a failed commit frees the message */
+			writer_fail(wr, SF_COMMIT, rc);
+			wr->state = W_IDLE;
+			continue;
+		}
+		default:	/* waiting or done: a callback moves it on */
+			return;
+		}
+	}
+	rm_panic("spool writer %u: no progress after %" PRIu64 " rounds", wr->no, sw->quota + 2);
+}
+
+/* Time limit or signal: drop what is not committed; commits in flight finish. */
+static void spool_stop_writers(struct spool_worker *sw)
+{
+	sw->stopping = true;
+	for (uint32_t i = 0; i < sw->writer_count; i++) {
+		struct spool_writer *wr = &sw->writers[i];
+
+		switch (wr->state) {
+		case W_WAIT_APPEND:
+		case W_WAIT_COMMIT:
+			rm_spool_abort(wr->m);	/* also takes it off the room waiters */
+			wr->m = NULL;
+			sw->aborted++;
+			writer_done(wr);
+			break;
+		case W_WAIT_BEGIN:
+			/* Its room call may still come; spool_begin_room ignores it.
+			 * The message it held was never begun. */
+			RM_ASSERT(sw->started > 0);
+			sw->started--;
+			writer_done(wr);
+			break;
+		default:	/* W_COMMITTING: the callback comes; W_DONE */
+			break;
+		}
+	}
+}
+
+static void spool_stats_copy(struct spool_worker *sw)
+{
+	const struct rm_spool_stats *s = rm_spool_stats(sw->sp);
+
+	sw->st.committed = atomic_load_explicit(&s->committed, memory_order_relaxed);
+	sw->st.commit_failed = atomic_load_explicit(&s->commit_failed, memory_order_relaxed);
+	sw->st.syncs = atomic_load_explicit(&s->syncs, memory_order_relaxed);
+	sw->st.writes = atomic_load_explicit(&s->writes, memory_order_relaxed);
+	sw->st.bytes_written = atomic_load_explicit(&s->bytes_written, memory_order_relaxed);
+	sw->st.segments = atomic_load_explicit(&s->segments, memory_order_relaxed);
+	sw->st.write_errors = atomic_load_explicit(&s->write_errors, memory_order_relaxed);
+}
+
+static void spool_report_stall(struct spool_worker *sw, uint64_t now)
+{
+	uint32_t count[W_STATES] = { 0 };
+	char line[512];
+	size_t o = 0;
+
+	for (uint32_t i = 0; i < sw->writer_count; i++)
+		count[sw->writers[i].state]++;
+	for (unsigned k = 0; k < W_STATES && o < sizeof(line); k++)
+		if (count[k] != 0 && k != W_DONE)
+			o += (size_t)snprintf(line + o, sizeof(line) - o, "%s%u %s", o ? ", " : "", count[k],
+					      writer_state_names[k]);
+	rm_warn(0, "spool worker %u stalled: no progress for %" PRIu64 " ms with no file operation in flight; "
+		"%" PRIu64 " of %" PRIu64 " messages begun, %" PRIu64 " committed; writers: %s", sw->index,
+		now - sw->last_progress_ms, sw->started, sw->quota, sw->committed, o ? line : "none");
+	sw->stall_reported = true;
+}
+
+static bool spool_tick(struct rm_worker *w, void *arg)
+{
+	struct spool_worker *sw = rm_worker_user(w);
+	struct spool_shared *ss = arg;
+	uint64_t now = rm_worker_now_ms(w);
+
+	RM_ASSERT(sw != NULL && sw->ss == ss);
+	if (sw->sp == NULL)
+		return false;		/* never opened */
+	if (!sw->stopping && atomic_load_explicit(&ss->stop, memory_order_acquire))
+		spool_stop_writers(sw);
+	if (sw->active > 0 || rm_file_ops_in_flight(w) > 0) {
+		/* The loop wakes at least once a second, so this runs even when nothing moves. */
+		if (!sw->stall_reported && rm_file_ops_in_flight(w) == 0 &&
+		    now >= sw->last_progress_ms + STALL_REPORT_MS)
+			spool_report_stall(sw, now);
+		return true;
+	}
+	/* Every writer is done and nothing is in the kernel: close on this thread. */
+	spool_stats_copy(sw);
+	rm_spool_close(sw->sp);
+	sw->sp = NULL;
+	sw->closed = true;
+	atomic_fetch_add_explicit(&ss->workers_done, 1, memory_order_acq_rel);
+	return false;
+}
+
+static void spool_worker_start(struct rm_worker *w, void *arg)
+{
+	struct spool_shared *ss = arg;
+	struct spool_worker *sw = &ss->workers[rm_worker_index(w)];
+	int rc;
+
+	sw->w = w;
+	rm_worker_set_user(w, sw);
+	rc = rm_spool_open(w, rm_worker_config(w), &sw->sp);
+	if (rc < 0) {
+		sw->open_err = rc;
+		sw->sp = NULL;
+		rm_warn(0, "spool worker %u: rm_spool_open: %s", sw->index, strerror(-rc));
+		atomic_fetch_add_explicit(&ss->workers_done, 1, memory_order_acq_rel);
+		return;
+	}
+	sw->opened = true;
+	sw->t0_us = now_us();
+	spool_progress(sw);
+	sw->active = sw->writer_count;
+	for (uint32_t i = 0; i < sw->writer_count; i++)
+		writer_run(&sw->writers[i]);
+}
+
+/* DIR must be new (then it is made, parents too) or empty: runs never mix. */
+static int dir_prepare(const char *dir, bool *created)
+{
+	char path[sizeof(((struct bench_opts *)0)->dir)];
+	struct dirent *de;
+	DIR *d;
+
+	*created = false;
+	d = opendir(dir);
+	if (d != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+				continue;
+			fprintf(stderr, "ringmail-bench: --dir %s is not empty (it holds %s): refusing, so that "
+				"runs do not mix; give a new or empty directory\n", dir, de->d_name);
+			closedir(d);
+			return -1;
+		}
+		closedir(d);
+		return 0;
+	}
+	if (errno != ENOENT) {
+		fprintf(stderr, "ringmail-bench: --dir %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s", dir);
+	for (char *p = path + 1; ; p++) {
+		bool end = *p == '\0';
+
+		if (*p != '/' && !end)
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+			fprintf(stderr, "ringmail-bench: mkdir %s: %s\n", path, strerror(errno));
+			return -1;
+		}
+		if (end)
+			break;
+		*p = '/';
+	}
+	*created = true;
+	return 0;
+}
+
+/* Remove what a spool run wrote: DIR/wNN/<seq>.seg and DIR/wNN. */
+static bool spool_dir_clean(const char *dir, unsigned workers)
+{
+	bool ok = true;
+
+	for (unsigned i = 0; i < workers; i++) {
+		char sub[sizeof(((struct bench_opts *)0)->dir) + 8];
+		struct dirent *de;
+		DIR *d;
+
+		snprintf(sub, sizeof(sub), "%s/w%02u", dir, i);
+		d = opendir(sub);
+		if (d == NULL) {
+			if (errno != ENOENT) {
+				fprintf(stderr, "ringmail-bench: cleaning %s: %s\n", sub, strerror(errno));
+				ok = false;
+			}
+			continue;
+		}
+		while ((de = readdir(d)) != NULL) {
+			size_t len = strlen(de->d_name);
+
+			if (len != 20 || strcmp(de->d_name + 16, ".seg") != 0)
+				continue;
+			if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+				fprintf(stderr, "ringmail-bench: unlink %s/%s: %s\n", sub, de->d_name, strerror(errno));
+				ok = false;
+			}
+		}
+		closedir(d);
+		if (rmdir(sub) < 0) {
+			fprintf(stderr, "ringmail-bench: rmdir %s: %s\n", sub, strerror(errno));
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static void dir_remove_created(const char *dir, bool created)
+{
+	if (created && rmdir(dir) < 0)
+		fprintf(stderr, "ringmail-bench: rmdir %s: %s\n", dir, strerror(errno));
+}
+
+/* A JSON string: the directory is the only free text in the reports. */
+static void json_string(const char *s)
+{
+	putchar('"');
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+/* The spool configuration of a run: defaults, the directory, room for the run. */
+static void spool_make_config(const struct bench_opts *o, struct rm_config *cfg)
+{
+	uint64_t writers_max = (o->writers + o->workers - 1) / o->workers;
+	uint64_t quota_max = (o->messages + o->workers - 1) / o->workers;
+	uint64_t need;
+
+	rm_config_defaults(cfg);
+	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "%s", o->dir);
+	cfg->workers = o->workers;
+	cfg->log_level = o->verbose ? RM_LOG_INFO : RM_LOG_WARN;
+	cfg->listener_count = 0;
+	cfg->control_socket[0] = '\0';
+	cfg->limits.connections_per_worker = 16;
+	cfg->limits.shutdown_timeout_ms = SHUTDOWN_GRACE_MS;
+	/* Every committed message stays queued (nothing delivers): room for all. */
+	need = quota_max + writers_max + 16;
+	if (need > cfg->limits.spool_messages_max)
+		cfg->limits.spool_messages_max = (uint32_t)(need < 16777216 ? need : 16777216);
+	/* A commit callback begins the next message before the spool frees the last. */
+	need = 2 * writers_max + 16;
+	if (need > cfg->limits.spool_receiving_max)
+		cfg->limits.spool_receiving_max = (uint32_t)(need < 1048576 ? need : 1048576);
+}
+
+static double ms_of_us(uint64_t us)
+{
+	return (double)us / 1000.0;
+}
+
+static int spool_main(struct bench_opts *o)
+{
+	static struct rm_daemon d;
+	static struct rm_config cfg;
+	static struct spool_shared ss;
+	static struct hist latency;
+	struct hist *lat = &latency;
+	struct spool_stats_copy st = { 0 };
+	uint64_t started = 0, committed = 0, failed = 0, aborted = 0, fails[SF_COUNT] = { 0 };
+	uint64_t t0 = UINT64_MAX, t1 = 0, stop_ms = 0, deadline_ms;
+	uint32_t open_failed = 0, not_closed = 0;
+	bool created, timed_out = false, interrupted = false, forced = false, cleaned = true, pass;
+	char err[512];
+	sigset_t sigs;
+	double secs, cps, mbps, wmbps;
+	int last_err = 0;
+
+	rm_log_init("ringmail-bench", o->verbose ? RM_LOG_INFO : RM_LOG_WARN, false);
+	if (rm_probe_io_uring(err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: cannot use io_uring: %s\n", err);
+		return 2;
+	}
+	if (dir_prepare(o->dir, &created) < 0)
+		return 2;
+	for (size_t i = 0; i < sizeof(spool_content); i += 8) {
+		uint64_t x = mix64(o->seed + i);
+
+		memcpy(spool_content + i, &x, 8);
+	}
+	ss.opt = *o;
+	ss.workers = calloc(o->workers, sizeof(*ss.workers));
+	if (ss.workers == NULL)
+		rm_fatal("out of memory");
+	for (uint32_t i = 0, first = 0; i < o->workers; i++) {
+		struct spool_worker *sw = &ss.workers[i];
+
+		sw->ss = &ss;
+		sw->index = i;
+		sw->writer_count = o->writers / o->workers + (i < o->writers % o->workers ? 1 : 0);
+		sw->quota = o->messages / o->workers + (i < o->messages % o->workers ? 1 : 0);
+		sw->writers = calloc(sw->writer_count, sizeof(*sw->writers));
+		if (sw->writers == NULL)
+			rm_fatal("out of memory");
+		for (uint32_t k = 0; k < sw->writer_count; k++) {
+			sw->writers[k].sw = sw;
+			sw->writers[k].no = first + k;
+		}
+		first += sw->writer_count;
+	}
+	spool_make_config(o, &cfg);
+	d.worker_count = o->workers;
+	d.protocols = NULL;
+	d.control_ops = NULL;
+	d.hooks.worker_start = spool_worker_start;
+	d.hooks.worker_tick = spool_tick;
+	d.hooks.arg = &ss;
+	atomic_store(&d.config_ptr, &cfg);
+	if (rm_daemon_bind(&d, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: %s\n", err);
+		dir_remove_created(o->dir, created);
+		return 2;
+	}
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	deadline_ms = rm_now_ms() + (uint64_t)o->time_limit_s * 1000u;
+	rm_daemon_start(&d);
+	/* Bounded: the time limit sets stop; STOP_GRACE_MS later the daemon is stopped,
+	 * and a stopping worker exits within its shutdown timeout plus 2 s. */
+	for (;;) {
+		struct timespec wait = { 0, 20 * 1000 * 1000 };
+		int sig = sigtimedwait(&sigs, NULL, &wait);
+		uint64_t now = rm_now_ms();
+
+		if (rm_daemon_all_exited(&d))
+			break;
+		if ((sig == SIGINT || sig == SIGTERM) && stop_ms == 0) {
+			interrupted = true;
+			rm_warn(0, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		}
+		if (now >= deadline_ms && stop_ms == 0 && !interrupted) {
+			timed_out = true;
+			rm_warn(0, "time limit of %u s reached: stopping", o->time_limit_s);
+		}
+		if ((timed_out || interrupted) && stop_ms == 0) {
+			stop_ms = now;
+			atomic_store_explicit(&ss.stop, 1, memory_order_release);
+		}
+		if (stop_ms != 0 && !forced && now >= stop_ms + STOP_GRACE_MS) {
+			forced = true;
+			rm_warn(0, "commits still owed %u ms after the stop: stopping the workers", STOP_GRACE_MS);
+			rm_daemon_request_stop(&d);
+		}
+	}
+	rm_daemon_join(&d);
+
+	for (uint32_t i = 0; i < o->workers; i++) {
+		struct spool_worker *sw = &ss.workers[i];
+
+		if (!sw->opened) {
+			open_failed++;
+			last_err = sw->open_err;
+			continue;
+		}
+		if (!sw->closed) {
+			/* Stopped with commits owed: the spool cannot be closed safely. */
+			not_closed++;
+			spool_stats_copy(sw);
+		}
+		started += sw->started;
+		committed += sw->committed;
+		failed += sw->failed;
+		aborted += sw->aborted;
+		for (unsigned k = 0; k < SF_COUNT; k++)
+			fails[k] += sw->fails[k];
+		if (sw->last_err != 0)
+			last_err = sw->last_err;
+		st.committed += sw->st.committed;
+		st.commit_failed += sw->st.commit_failed;
+		st.syncs += sw->st.syncs;
+		st.writes += sw->st.writes;
+		st.bytes_written += sw->st.bytes_written;
+		st.segments += sw->st.segments;
+		st.write_errors += sw->st.write_errors;
+		hist_merge(lat, &sw->lat_us);
+		if (sw->t0_us < t0)
+			t0 = sw->t0_us;
+		if (sw->last_commit_us > t1)
+			t1 = sw->last_commit_us;
+	}
+	if (!o->keep) {
+		cleaned = spool_dir_clean(o->dir, o->workers);
+		dir_remove_created(o->dir, created);
+	}
+	if (open_failed > 0) {
+		fprintf(stderr, "ringmail-bench: the spool did not open in %s: %s\n", o->dir,
+			strerror(last_err < 0 ? -last_err : EIO));
+		return 2;
+	}
+	secs = t0 != UINT64_MAX ? seconds_between_us(t0, t1) : 0;
+	cps = secs > 0 ? (double)committed / secs : 0;
+	mbps = secs > 0 ? (double)committed * (double)o->size_bytes / secs / 1e6 : 0;
+	wmbps = secs > 0 ? (double)st.bytes_written / secs / 1e6 : 0;
+	pass = !timed_out && !interrupted && not_closed == 0 && committed == o->messages && failed == 0;
+	printf("ringmail-bench spool: %s, %u writers x %" PRIu64 " bytes, %" PRIu64 " messages, %u workers\n",
+	       o->dir, o->writers, o->size_bytes, o->messages, o->workers);
+	printf("  spool             buffers 2 x %u bytes, commit interval %u ms, segments of %u bytes\n",
+	       cfg.limits.spool_buffer_bytes, cfg.limits.spool_commit_interval_ms,
+	       cfg.limits.spool_segment_bytes_max);
+	printf("  commits           ok %" PRIu64 "  failed %" PRIu64 "  (of %" PRIu64 "; %" PRIu64 " begun",
+	       committed, failed, o->messages, started);
+	if (aborted)
+		printf(", %" PRIu64 " aborted at the stop", aborted);
+	printf(")\n");
+	for (unsigned k = 0; k < SF_COUNT; k++)
+		if (fails[k])
+			printf("  failed: %-24s %" PRIu64 "  last error: %s\n", spool_fail_names[k], fails[k],
+			       strerror(last_err < 0 ? -last_err : EIO));
+	printf("  elapsed           %.3f s (first begin to last commit callback)\n", secs);
+	printf("  throughput        %.0f commits/s  %.2f MB/s content  %.2f MB/s written (1 MB = 10^6 B)\n",
+	       cps, mbps, wmbps);
+	printf("  spool counters    %" PRIu64 " syncs, %" PRIu64 " writes, %.1f commits per fdatasync, "
+	       "%" PRIu64 " bytes written, %" PRIu64 " segments, %" PRIu64 " write errors\n",
+	       st.syncs, st.writes, st.syncs ? (double)st.committed / (double)st.syncs : 0.0,
+	       st.bytes_written, st.segments, st.write_errors);
+	printf("  commit latency    p50 %.2f ms  p99 %.2f ms  max %.2f ms  (begin to durable callback, "
+	       "%" PRIu64 " commits)\n", ms_of_us(hist_quantile(lat, 0.50)), ms_of_us(hist_quantile(lat, 0.99)),
+	       ms_of_us(lat->max), lat->count);
+	if (not_closed)
+		printf("  %u spools NOT CLOSED: commits were still owed when the workers were stopped\n",
+		       not_closed);
+	if (timed_out)
+		printf("  TIME LIMIT of %u s reached\n", o->time_limit_s);
+	if (interrupted)
+		printf("  INTERRUPTED\n");
+	if (!o->keep && !cleaned)
+		printf("  DIR not fully cleaned (see the messages above)\n");
+	printf("  result            %s\n", pass ? "PASS" : "FAIL");
+	if (o->json) {
+		printf("{\"mode\":\"spool\",\"dir\":");
+		json_string(o->dir);
+		printf(",\"writers\":%u,\"size\":%" PRIu64 ",\"messages\":%" PRIu64 ",\"workers\":%u,"
+		       "\"commits\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"seconds\":%.3f,\"commits_per_s\":%.0f,"
+		       "\"mb_per_s\":%.3f,\"written_mb_per_s\":%.3f,\"syncs\":%" PRIu64 ",\"writes\":%" PRIu64 ","
+		       "\"commits_per_sync\":%.2f,\"bytes_written\":%" PRIu64 ",\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+		       "\"max_ms\":%.3f,\"buffer_bytes\":%u,\"commit_interval_ms\":%u,\"timed_out\":%s,\"pass\":%s}\n",
+		       o->writers, o->size_bytes, o->messages, o->workers, committed, failed, secs, cps, mbps, wmbps,
+		       st.syncs, st.writes, st.syncs ? (double)st.committed / (double)st.syncs : 0.0,
+		       st.bytes_written, ms_of_us(hist_quantile(lat, 0.50)), ms_of_us(hist_quantile(lat, 0.99)),
+		       ms_of_us(lat->max), cfg.limits.spool_buffer_bytes, cfg.limits.spool_commit_interval_ms,
+		       timed_out ? "true" : "false", pass ? "true" : "false");
+	}
+	fflush(stdout);
+	for (uint32_t i = 0; i < o->workers; i++)
+		free(ss.workers[i].writers);
+	free(ss.workers);
+	return pass ? 0 : 1;
+}
+
+static volatile sig_atomic_t limit_signal;
+
+static void limit_on_signal(int sig)
+{
+	limit_signal = sig;
+}
+
+/* write(2) all of it; false on an error (errno set). */
+static bool write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR && limit_signal == 0)
+				continue;
+			return false;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* spool-limit: M records of BYTES appended with write(2), fdatasync(2) every G. */
+static int limit_main(struct bench_opts *o)
+{
+	static struct hist sync_hist;
+	struct hist *sync_us = &sync_hist;
+	char path[sizeof(o->dir) + 32];
+	struct sigaction sa;
+	uint8_t *rec;
+	uint64_t done = 0, syncs = 0, t0, t1, deadline_ms, since = 0;
+	bool created, timed_out = false, pass, ok = true;
+	const char *failed_call = NULL;
+	int fd, dfd, saved = 0;
+	double secs, mps, mbps;
+
+	if (dir_prepare(o->dir, &created) < 0)
+		return 2;
+	rec = malloc(o->size_bytes ? (size_t)o->size_bytes : 1);
+	if (rec == NULL)
+		rm_fatal("out of memory");
+	for (uint64_t i = 0; i < o->size_bytes; i++)
+		rec[i] = (uint8_t)(mix64(o->seed + i / 8) >> (8 * (i % 8)));
+	snprintf(path, sizeof(path), "%s/spool-limit.dat", o->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "ringmail-bench: create %s: %s\n", path, strerror(errno));
+		dir_remove_created(o->dir, created);
+		free(rec);
+		return 2;
+	}
+	/* The new name is durable before the clock starts, as the spool does for a segment. */
+	dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		if (fsync(dfd) < 0)
+			fprintf(stderr, "ringmail-bench: fsync %s: %s\n", o->dir, strerror(errno));
+		close(dfd);
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = limit_on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	deadline_ms = rm_now_ms() + (uint64_t)o->time_limit_s * 1000u;
+	t0 = now_us();
+	/* Bounded by M; the time limit and signals end it sooner. */
+	while (done < o->messages) {
+		if (limit_signal != 0 || rm_now_ms() >= deadline_ms) {
+			timed_out = limit_signal == 0;
+			break;
+		}
+		if (!write_all(fd, rec, (size_t)o->size_bytes)) {
+			saved = errno;
+			failed_call = "write";
+			ok = false;
+			break;
+		}
+		done++;
+		if (++since == o->group || done == o->messages) {
+			uint64_t s0 = now_us();
+
+			if (fdatasync(fd) < 0) {
+				saved = errno;
+				failed_call = "fdatasync";
+				ok = false;
+				break;
+			}
+			hist_add(sync_us, now_us() - s0);
+			syncs++;
+			since = 0;
+		}
+	}
+	t1 = now_us();
+	close(fd);
+	if (!o->keep) {
+		if (unlink(path) < 0)
+			fprintf(stderr, "ringmail-bench: unlink %s: %s\n", path, strerror(errno));
+		dir_remove_created(o->dir, created);
+	}
+	/* Only durable records count. */
+	if (since > 0)
+		done -= since;
+	secs = seconds_between_us(t0, t1);
+	mps = secs > 0 ? (double)done / secs : 0;
+	mbps = secs > 0 ? (double)done * (double)o->size_bytes / secs / 1e6 : 0;
+	pass = ok && !timed_out && limit_signal == 0 && done == o->messages;
+	printf("ringmail-bench spool-limit: %s, %" PRIu64 " records x %" PRIu64 " bytes, fdatasync every %u\n",
+	       o->dir, o->messages, o->size_bytes, o->group);
+	printf("  records durable   %" PRIu64 " of %" PRIu64 "\n", done, o->messages);
+	if (failed_call != NULL)
+		printf("  failed:           %s: %s\n", failed_call, strerror(saved));
+	printf("  elapsed           %.3f s\n", secs);
+	printf("  throughput        %.0f messages/s  %.2f MB/s (1 MB = 10^6 B)\n", mps, mbps);
+	printf("  fdatasync         %" PRIu64 " calls, %.1f records each; p50 %.2f ms  p99 %.2f ms  max %.2f ms\n",
+	       syncs, syncs ? (double)done / (double)syncs : 0.0, ms_of_us(hist_quantile(sync_us, 0.50)),
+	       ms_of_us(hist_quantile(sync_us, 0.99)), ms_of_us(sync_us->max));
+	if (timed_out)
+		printf("  TIME LIMIT of %u s reached\n", o->time_limit_s);
+	if (limit_signal != 0)
+		printf("  INTERRUPTED\n");
+	printf("  result            %s\n", pass ? "PASS" : "FAIL");
+	if (o->json) {
+		printf("{\"mode\":\"spool-limit\",\"dir\":");
+		json_string(o->dir);
+		printf(",\"size\":%" PRIu64 ",\"messages\":%" PRIu64 ",\"group\":%u,\"durable\":%" PRIu64 ","
+		       "\"seconds\":%.3f,\"messages_per_s\":%.0f,\"mb_per_s\":%.3f,\"syncs\":%" PRIu64 ","
+		       "\"sync_p50_ms\":%.3f,\"sync_p99_ms\":%.3f,\"timed_out\":%s,\"pass\":%s}\n",
+		       o->size_bytes, o->messages, o->group, done, secs, mps, mbps, syncs,
+		       ms_of_us(hist_quantile(sync_us, 0.50)), ms_of_us(hist_quantile(sync_us, 0.99)),
+		       timed_out ? "true" : "false", pass ? "true" : "false");
+	}
+	fflush(stdout);
+	free(rec);
+	return pass ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	static struct rm_daemon bench_daemon;
@@ -1282,6 +2305,10 @@ int main(int argc, char **argv)
 	ret = parse_args(argc, argv, o);
 	if (ret != 0)
 		return ret > 0 ? 0 : 2;
+	if (o->mode == MODE_SPOOL)
+		return spool_main(o);
+	if (o->mode == MODE_SPOOL_LIMIT)
+		return limit_main(o);
 	cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (o->workers == 0)
 		o->workers = cpus > 0 ? (uint32_t)(cpus < RM_WORKERS_MAX ? cpus : RM_WORKERS_MAX) : 1;
