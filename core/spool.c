@@ -1032,7 +1032,7 @@ static void add_extent(struct rm_queue_entry *e, uint64_t seq, uint64_t off, uin
 	struct rm_spool_extent *last = e->content_count ? &e->content[e->content_count - 1] : NULL;
 
 	if (last != NULL && last->seq == seq && last->offset + last->len == off) {
-		last->len += len;	/* never: records have headers between them; kept for clarity */
+		last->len += len;	/* the same open DATA record grew */
 		return;
 	}
 	if (e->content_count == e->content_cap) {
@@ -1044,6 +1044,7 @@ static void add_extent(struct rm_queue_entry *e, uint64_t seq, uint64_t off, uin
 		e->content = n;
 		e->content_cap = cap;
 	}
+	RM_ASSERT(e->content != NULL && e->content_count < e->content_cap);
 	e->content[e->content_count++] = (struct rm_spool_extent){ .seq = seq, .offset = off, .len = len };
 }
 
