@@ -41,6 +41,7 @@ struct sink_session {
 	enum sink_state state;
 	bool spool_owes_callback;	/* a spool callback will come with this session */
 	bool commit_accepted;		/* rm_spool_commit took it: commit_done will come */
+	bool eof;			/* the client has sent all it will: close after the reply */
 	struct rm_spool_msg *msg;
 	uint64_t left;			/* content bytes still to come */
 	uint64_t size;
@@ -149,7 +150,10 @@ static void commit_done(void *arg, uint64_t qid, int err)
 		reply(s, "452 4.3.1 %s\r\n", strerror(-err));
 	}
 	s->state = SINK_COMMAND;
-	rm_conn_resume(s->c);
+	if (s->eof)
+		rm_conn_close(s->c);
+	else
+		rm_conn_resume(s->c);
 }
 
 static void finish_message(struct sink_session *s);
@@ -320,6 +324,16 @@ static void sink_timeout(struct rm_conn *c)
 	rm_conn_close(c);
 }
 
+/* A client may half-close after its last message (printf ... | nc): answer it, then close. */
+static void sink_eof(struct rm_conn *c)
+{
+	struct sink_session *s = c->session;
+
+	s->eof = true;
+	if (s->state != SINK_WAIT_COMMIT && s->state != SINK_WAIT_BEGIN)
+		rm_conn_close(c);
+}
+
 static void sink_close(struct rm_conn *c, int err)
 {
 	struct sink_session *s = c->session;
@@ -344,5 +358,6 @@ const struct rm_session_ops rm_spool_sink_ops = {
 	.on_open = sink_open,
 	.on_data = sink_data,
 	.on_timeout = sink_timeout,
+	.on_eof = sink_eof,
 	.on_close = sink_close,
 };

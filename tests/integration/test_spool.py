@@ -216,6 +216,18 @@ def test_client_gone_mid_message_is_not_queued(ringmaild):
     assert len(q) == 1 and list(q.values())[0][0] == 4
 
 
+def test_half_close_after_message_still_gets_its_reply(ringmaild):
+    """printf 'MSG ...' | nc: the client shuts its sending side right after the
+    content; the reply still comes (once durable), then the close."""
+    d = spool_daemon(ringmaild, workers=1)
+    c = SinkClient(d.port("spool"))
+    c.send_msg(b"hello")
+    c.sock.shutdown(socket.SHUT_WR)
+    assert re.fullmatch(rb"250 [0-9A-Z]{13} [0-9a-f]{16}", c.line())
+    assert c.sock.recv(1) == b""
+    c.sock.close()
+
+
 def test_torn_tail_is_never_acknowledged_data(ringmaild):
     """Garbage and a cut-off record after the last commit: recovery keeps the
     committed messages and logs the torn tail."""
