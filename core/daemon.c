@@ -13,7 +13,8 @@
  *
  *	rm_daemon_start spawns the workers; rm_daemon_request_stop and
  *	rm_daemon_notify_reload wake every worker through its eventfd, and each
- *	worker acts on its own thread (nothing crosses workers but that wake-up).
+ *	worker acts on its own thread (nothing crosses workers but that wake-up
+ *	and the calls posted to a worker's mailbox, engine.h rm_worker_post).
  */
 #include "core/engine_impl.h"
 
@@ -343,8 +344,19 @@ int rm_daemon_start(struct rm_daemon *d)
 			snprintf(w->listener_name[li], sizeof(w->listener_name[li]), "control");
 			w->listener_ops[li] = d->control_ops;
 		}
+		ret = rm_worker_prepare(w);
+		if (ret < 0)
+			rm_fatal("cannot start worker %u: %s", wi, strerror(-ret));
 		d->workers[wi] = w;
-		ret = rm_worker_spawn(w);
+	}
+	/*
+	 * Every worker is complete and published before the first one runs
+	 * (pthread_create orders all of it before the new thread): a worker may
+	 * read d->workers, wake another or post to it from its first moment.
+	 */
+	for (unsigned wi = 0; wi < d->worker_count; wi++) {
+		int ret = rm_worker_spawn(d->workers[wi]);
+
 		if (ret < 0)
 			rm_fatal("cannot start worker %u: %s", wi, strerror(-ret));
 	}
@@ -396,7 +408,16 @@ void rm_daemon_join(struct rm_daemon *d)
 		if (w == NULL)
 			continue;
 		pthread_join(w->thread, NULL);
-		close(w->wake_fd);
+	}
+	/* Only once every worker is gone: until then one may post to (and wake)
+	 * another that has already exited, and must get -ESHUTDOWN, not a
+	 * destroyed mutex or a closed descriptor. */
+	for (unsigned wi = 0; wi < d->worker_count; wi++) {
+		struct rm_worker *w = d->workers[wi];
+
+		if (w == NULL)
+			continue;
+		rm_worker_teardown(w);
 	}
 	if (d->control_fd >= 0) {
 		const struct rm_config *cfg = atomic_load(&d->config_ptr);

@@ -1364,6 +1364,109 @@ static void begin_stop(struct rm_worker *w)
 			w->cfg->limits.shutdown_timeout_ms);
 }
 
+/* ---- the mailbox --------------------------------------------------------------------------------- */
+
+int rm_worker_prepare(struct rm_worker *w)
+{
+	int rc;
+
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->wake_fd < 0)
+		return -errno;
+	rc = pthread_mutex_init(&w->mailbox_lock, NULL);
+	if (rc != 0) {
+		close(w->wake_fd);
+		w->wake_fd = -1;
+		return -rc;
+	}
+	w->mailbox_head = w->mailbox_count = 0;
+	w->mailbox_closed = false;
+	return 0;
+}
+
+void rm_worker_teardown(struct rm_worker *w)
+{
+	close(w->wake_fd);
+	w->wake_fd = -1;
+	pthread_mutex_destroy(&w->mailbox_lock);
+}
+
+/*
+ * Any thread.  The lock covers only the ring's few words, never a call of fn,
+ * so a worker posting to a worker that is posting back cannot dead-lock.
+ * The wake comes after the entry is in: the receiver reads its eventfd before
+ * draining, so a post is either seen by the drain under way or wakes another.
+ */
+int rm_worker_post(struct rm_worker *to, rm_worker_fn fn, void *arg)
+{
+	int rc = 0;
+
+	RM_ASSERT(to != NULL && fn != NULL);
+	pthread_mutex_lock(&to->mailbox_lock);
+	if (to->mailbox_closed) {
+		rc = -ESHUTDOWN;
+	} else if (to->mailbox_count == RM_MAILBOX_MAX) {
+		rc = -EAGAIN;
+	} else {
+		struct rm_mail *m = &to->mailbox[(to->mailbox_head + to->mailbox_count) % RM_MAILBOX_MAX];
+
+		m->fn = fn;
+		m->arg = arg;
+		to->mailbox_count++;
+	}
+	pthread_mutex_unlock(&to->mailbox_lock);
+	if (rc == 0)
+		rm_worker_wake(to);
+	return rc;
+}
+
+/*
+ * Run what was posted, in order, from the loop.  Everything queued when we
+ * look is taken at once (at most RM_MAILBOX_MAX), so posters find room again
+ * while it runs; what fn posts meanwhile, to this worker too, waits for the
+ * next iteration (its post wrote the eventfd again), which bounds one drain.
+ */
+static void drain_mailbox(struct rm_worker *w)
+{
+	struct rm_mail batch[RM_MAILBOX_MAX];
+	uint32_t n;
+
+	pthread_mutex_lock(&w->mailbox_lock);
+	n = w->mailbox_count;
+	for (uint32_t i = 0; i < n; i++) {
+		struct rm_mail *m = &w->mailbox[(w->mailbox_head + i) % RM_MAILBOX_MAX];
+
+		batch[i] = *m;
+		/* No stale pointer left behind: it would hide a leaked arg from
+		 * LeakSanitizer (the worker, and so its mailbox, stays reachable). */
+		m->fn = NULL;
+		m->arg = NULL;
+	}
+	w->mailbox_head = (w->mailbox_head + n) % RM_MAILBOX_MAX;
+	w->mailbox_count = 0;
+	pthread_mutex_unlock(&w->mailbox_lock);
+	for (uint32_t i = 0; i < n; i++)
+		batch[i].fn(w, batch[i].arg);
+}
+
+/*
+ * The loop is about to end: refuse further posts.  With only_if_empty the
+ * mailbox is closed only when nothing waits in it (checked under the same
+ * lock, so no post can slip in between), which is how a stopping worker
+ * keeps draining until every posted call has run.  Returns whether it closed.
+ */
+static bool close_mailbox(struct rm_worker *w, bool only_if_empty)
+{
+	bool closed;
+
+	pthread_mutex_lock(&w->mailbox_lock);
+	if (!only_if_empty || w->mailbox_count == 0)
+		w->mailbox_closed = true;
+	closed = w->mailbox_closed;
+	pthread_mutex_unlock(&w->mailbox_lock);
+	return closed;
+}
+
 static void handle_wake(struct rm_worker *w)
 {
 	struct rm_daemon *d = w->daemon;
@@ -1381,6 +1484,8 @@ static void handle_wake(struct rm_worker *w)
 	}
 	if (atomic_load_explicit(&d->stop_requested, memory_order_acquire))
 		begin_stop(w);
+	/* After the eventfd was read: a post from now on wakes us again. */
+	drain_mailbox(w);
 }
 
 /* ---- the loop ------------------------------------------------------------------------------------ */
@@ -1412,13 +1517,18 @@ static void worker_loop(struct rm_worker *w)
 		if (w->stopping) {
 			/* File operations (spool writes) finish even after the last
 			 * connection: an acknowledged record is never abandoned. */
-			if (w->open_count == 0 && w->file_in_flight == 0)
+			/* Posted calls run too (the wake for one still in the
+			 * mailbox is on its way): a poster waiting for an answer,
+			 * or for its arg back, is never left hanging. */
+			if (w->open_count == 0 && w->file_in_flight == 0 && close_mailbox(w, true))
 				break;
 			/* A kernel operation that never completes must not hold the
-			 * process forever. */
+			 * process forever.  What is still posted runs once, here. */
 			if (aborted && w->now_ms >= w->stop_deadline_ms + 2000) {
 				rm_warn(0, "worker %u: %u connections still waiting for the kernel; exiting",
 					w->index, w->open_count);
+				close_mailbox(w, false);
+				drain_mailbox(w);
 				break;
 			}
 			if (!aborted && w->now_ms >= w->stop_deadline_ms) {
@@ -1597,9 +1707,6 @@ static void *worker_main(void *arg)
 
 int rm_worker_spawn(struct rm_worker *w)
 {
-	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->wake_fd < 0)
-		return -errno;
 	return -pthread_create(&w->thread, NULL, worker_main, w);
 }
 

@@ -9,7 +9,8 @@
  *	ring (multishot recv), a preallocated array of connection slots, pools of
  *	output chunks and write blocks, and one timer wheel.  Connections never move
  *	between workers; nothing is shared between workers but the read-only
- *	configuration and relaxed statistics counters.
+ *	configuration, relaxed statistics counters and each worker's mailbox
+ *	(rm_worker_post, below), through which work for a worker is handed to it.
  *
  *	The engine knows no protocol.  A protocol plugs in through struct
  *	rm_session_ops; every callback runs on the connection's worker thread, from
@@ -210,6 +211,28 @@ int rm_file_writev(struct rm_worker *w, int fd, const struct iovec *iov, unsigne
 		   uint64_t offset, bool link, rm_file_done_fn done, void *arg);
 int rm_file_fdatasync(struct rm_worker *w, int fd, bool link, rm_file_done_fn done, void *arg);
 unsigned rm_file_ops_in_flight(const struct rm_worker *w);
+
+/*
+ * Worker mailbox: the one way to hand work to another worker (or to a worker
+ * from a thread that is none, or to one's own worker for "later").  Workers
+ * share nothing, so whatever must happen on worker N (its spool, its queue,
+ * its connections) is posted there as fn(w, arg) and runs on N's thread,
+ * from N's loop (never inside reaping, never inside another callback), in
+ * the order posted by any one poster.  arg belongs to the poster until fn
+ * runs; answering goes the same way back.
+ *
+ * rm_worker_post is callable from any thread: a mutex-protected ring of
+ * RM_MAILBOX_MAX entries per worker, then the worker's eventfd.  Returns 0;
+ * -EAGAIN when the mailbox is full, -ESHUTDOWN when the worker has left its
+ * loop (it drains its mailbox while stopping and leaves only when the
+ * mailbox is empty and nothing else is open).  On an error nothing is
+ * queued and fn will never run: the poster still owns arg.  The receiving
+ * worker runs at most RM_MAILBOX_MAX per loop iteration; what fn posts runs
+ * in a later iteration.
+ */
+#define RM_MAILBOX_MAX 256
+typedef void (*rm_worker_fn)(struct rm_worker *w, void *arg);
+int rm_worker_post(struct rm_worker *to, rm_worker_fn fn, void *arg);
 
 /* Worker-level helpers for sessions and tools. */
 const struct rm_config *rm_worker_config(const struct rm_worker *w);

@@ -19,6 +19,12 @@
 #define RM_BUF_GROUP 0
 #define RM_WRITE_BLOCK_BYTES 4096
 
+/* A posted call (rm_worker_post). */
+struct rm_mail {
+	rm_worker_fn fn;
+	void *arg;
+};
+
 /* An intrusive FIFO of connections; link is the offset of its next pointer. */
 struct rm_conn_fifo {
 	struct rm_conn *head, *tail;
@@ -35,8 +41,14 @@ struct rm_worker {
 	uint32_t config_generation;
 	_Atomic uint32_t config_acked;
 	_Atomic int exited;
-	int wake_fd;			/* eventfd: stop and reload requests */
+	int wake_fd;			/* eventfd: stop, reload and mailbox */
 	bool wake_pending;
+
+	/* mailbox: the only field other threads write; all under mailbox_lock */
+	pthread_mutex_t mailbox_lock;
+	struct rm_mail mailbox[RM_MAILBOX_MAX];
+	uint32_t mailbox_head, mailbox_count;
+	bool mailbox_closed;		/* the loop has ended: posts say -ESHUTDOWN */
 
 	/* listening sockets of this worker (SO_REUSEPORT copies) */
 	unsigned listener_count;
@@ -89,7 +101,12 @@ struct rm_worker {
 };
 
 int rm_ring_init(struct io_uring *ring, unsigned entries, char *why, size_t why_size);
+/* The worker's eventfd and mailbox: before it is published in d->workers,
+ * so that anyone who sees it may wake it and post to it. */
+int rm_worker_prepare(struct rm_worker *w);
 int rm_worker_spawn(struct rm_worker *w);
 void rm_worker_wake(struct rm_worker *w);
+/* Undo rm_worker_prepare, once every worker is joined. */
+void rm_worker_teardown(struct rm_worker *w);
 
 #endif

@@ -1451,8 +1451,12 @@ int rm_spool_mark_deferred(struct rm_spool *sp, struct rm_queue_entry *e, uint64
 int rm_spool_delete(struct rm_spool *sp, struct rm_queue_entry *e)
 {
 	struct status_ctx c = { .type = RM_SPOOL_DELETED, .qid = e->qid };
-	int rc = put_status(sp, RM_SPOOL_RECORD_BYTES_MIN, encode_status, &c);
+	int rc;
 
+	/* The delivery side holds the entry until it marks it. */
+	if (e->in_delivery)
+		return -EBUSY;
+	rc = put_status(sp, RM_SPOOL_RECORD_BYTES_MIN, encode_status, &c);
 	if (rc < 0)
 		return rc;
 	queue_remove(sp, e);

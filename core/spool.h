@@ -78,7 +78,10 @@
  *	(rm_queue_next_due returns the
  *	earliest entry due at now that is not held, and takes it off the due
  *	index until a mark puts it back) and by queue id.  Marks append status
- *	records (durable with the next group); a message whose recipients are
+ *	records (durable with the next group: a crash before that sync forgets
+ *	the mark, so a message may be delivered twice or a deletion undone, never
+ *	a message lost); rm_spool_delete says -EBUSY for a message in delivery;
+ *	a message whose recipients are
  *	all delivered or bounced, or that is deleted, leaves the queue, and a
  *	segment is deleted once it is not the current one and no queued or
  *	open message began in it or in an older segment (segments go oldest
@@ -164,7 +167,8 @@ uint64_t rm_spool_msg_bytes(const struct rm_spool_msg *m);
 struct rm_queue_entry *rm_queue_next_due(struct rm_spool *sp, uint64_t now_unix_ms);
 struct rm_queue_entry *rm_queue_find(struct rm_spool *sp, uint64_t qid);
 uint32_t rm_queue_count(const struct rm_spool *sp);
-/* Visit every queued message in queue id order; stop when visit returns false. */
+/* Visit every queued message, in no particular order (hash order); stop when
+ * visit returns false. */
 void rm_queue_walk(struct rm_spool *sp, bool (*visit)(const struct rm_queue_entry *e, void *arg),
 		   void *arg);
 /* Make every held-back message due now (flush); domain NULL = all, else only

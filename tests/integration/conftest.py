@@ -478,3 +478,46 @@ def first_diff(a, b):
         if a[i] != b[i]:
             return i
     return n
+
+
+# ---- the spooltest protocol (tests/spool_sink.h) ----------------------------------------
+
+def spool_daemon(ringmaild, name="sp", workers=2, limits=None, start=True, **kw):
+    """A daemon with a spooltest listener; the same name means the same spool
+    directory, so a second one recovers what the first left."""
+    lim = {"spool_buffer_bytes": 2 << 20}
+    lim.update(limits or {})
+    return ringmaild(start=start, name=name, workers=workers, limits=lim,
+                     listeners=[{"name": "spool", "protocol": "spooltest", "idle_timeout_ms": 0}], **kw)
+
+
+class SinkClient:
+    def __init__(self, port, timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        assert self.line() == b"220 spooltest ready"
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; had %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def send_msg(self, data, rcpt="user@example.test", sender=None):
+        head = b"MSG %d %s%s\r\n" % (len(data), rcpt.encode(), (b" " + sender.encode()) if sender else b"")
+        self.sock.sendall(head + data)
+
+    def msg(self, data, rcpt="user@example.test", sender=None):
+        self.send_msg(data, rcpt, sender)
+        return self.line()
+
+    def close(self):
+        try:
+            self.sock.sendall(b"QUIT\r\n")
+            self.line()
+        except OSError:
+            pass
+        self.sock.close()

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import REPO, tool_env
+from conftest import REPO, SinkClient, spool_daemon, tool_env
 
 SPOOL_DUMP = REPO / "build" / "tools" / "spool_dump"
 
@@ -44,15 +44,6 @@ def recovered_total(d, workers, timeout=30):
         time.sleep(0.05)
 
 
-def spool_daemon(ringmaild, name="sp", workers=2, limits=None, start=True, **kw):
-    """A daemon with a spooltest listener; the same name means the same spool
-    directory, so a second one recovers what the first left."""
-    lim = {"spool_buffer_bytes": 2 << 20}
-    lim.update(limits or {})
-    return ringmaild(start=start, name=name, workers=workers, limits=lim,
-                     listeners=[{"name": "spool", "protocol": "spooltest", "idle_timeout_ms": 0}], **kw)
-
-
 def kill_9(d):
     """SIGKILL our own daemon; it then counts as ended for the fixture."""
     os.kill(d.pid, signal.SIGKILL)
@@ -60,38 +51,6 @@ def kill_9(d):
     assert not d.bad_log_lines(), d.bad_log_lines()[:10]
     d.close_log()
     d.proc = None
-
-
-class SinkClient:
-    def __init__(self, port, timeout=30):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-        assert self.line() == b"220 spooltest ready"
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed; had %r" % self.buf)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def send_msg(self, data, rcpt="user@example.test", sender=None):
-        head = b"MSG %d %s%s\r\n" % (len(data), rcpt.encode(), (b" " + sender.encode()) if sender else b"")
-        self.sock.sendall(head + data)
-
-    def msg(self, data, rcpt="user@example.test", sender=None):
-        self.send_msg(data, rcpt, sender)
-        return self.line()
-
-    def close(self):
-        try:
-            self.sock.sendall(b"QUIT\r\n")
-            self.line()
-        except OSError:
-            pass
-        self.sock.close()
 
 
 def dump(spool_dir, worker):
