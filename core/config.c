@@ -346,13 +346,15 @@ static const struct limit_rule {
 	{ "spool_messages_max", offsetof(struct rm_limits, spool_messages_max), 16, 16777216, false },
 	{ "spool_receiving_max", offsetof(struct rm_limits, spool_receiving_max), 1, 1048576, false },
 	{ "spool_segments_max", offsetof(struct rm_limits, spool_segments_max), 4, 1048576, false },
+	{ "tls_handshake_timeout_ms", offsetof(struct rm_limits, tls_handshake_timeout_ms), 100, 600000, false },
+	{ "tls_handshakes_max", offsetof(struct rm_limits, tls_handshakes_max), 1, 1048576, false },
 };
 
 #define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, " \
 	"write_blocks_per_worker, output_bytes_max, line_length_max, idle_timeout_ms, " \
 	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog, spool_segment_bytes_max, " \
 	"spool_buffer_bytes, spool_commit_interval_ms, spool_commit_batch_max, spool_messages_max, " \
-	"spool_receiving_max, spool_segments_max"
+	"spool_receiving_max, spool_segments_max, tls_handshake_timeout_ms, tls_handshakes_max"
 
 static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 {
@@ -407,7 +409,8 @@ static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 
 /* ---------------------------------------------------------- listeners */
 
-#define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms, backend"
+#define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms, backend, " \
+	"tls_cert, tls_key, tls_ciphers, tls_min_version"
 
 /* "127.0.0.1:25" or "[::1]:25", numeric only: a listener's backend is no DNS name. */
 static bool parse_host_port(const char *text, struct sockaddr_storage *ss, socklen_t *len)
@@ -545,10 +548,21 @@ static int parse_listener_field(struct load_ctx *ctx, const config_setting_t *s,
 			       "none, starttls, implicit", &choice) != 0)
 			return -1;
 		l->tls = (enum rm_tls_mode)choice;
-		/* Parsed already so that configurations written today stay valid later. */
-		if (l->tls != RM_TLS_NONE)
-			return fail(ctx, line, "%s = \"%s\": TLS is not available in this build yet",
-				    label, rm_tls_mode_name(l->tls));
+		return 0;
+	}
+	/* Files are only named here; tls/ loads and checks them (also for -t). */
+	if (strcmp(key, "tls_cert") == 0)
+		return get_string(ctx, s, label, l->tls_cert, sizeof(l->tls_cert));
+	if (strcmp(key, "tls_key") == 0)
+		return get_string(ctx, s, label, l->tls_key, sizeof(l->tls_key));
+	if (strcmp(key, "tls_ciphers") == 0)
+		return get_string(ctx, s, label, l->tls_ciphers, sizeof(l->tls_ciphers));
+	if (strcmp(key, "tls_min_version") == 0) {
+		static const char *const versions[] = { "1.2", "1.3" };
+
+		if (get_choice(ctx, s, label, versions, 2, "1.2, 1.3", &choice) != 0)
+			return -1;
+		l->tls_min_version = choice == 0 ? 0x0303 : 0x0304;
 		return 0;
 	}
 	if (strcmp(key, "idle_timeout_ms") == 0) {
@@ -635,6 +649,14 @@ static int parse_listener(struct load_ctx *ctx, const config_setting_t *group, s
 		return fail(ctx, line, "%s: protocol relay needs backend = \"ADDRESS:PORT\"", who);
 	if (strcmp(l->protocol, "relay") != 0 && l->backend[0] != '\0')
 		return fail(ctx, line, "%s: backend is only for protocol relay", who);
+	if (l->tls != RM_TLS_NONE && (l->tls_cert[0] == '\0' || l->tls_key[0] == '\0'))
+		return fail(ctx, line, "%s: tls = \"%s\" needs tls_cert and tls_key (PEM files)", who,
+			    rm_tls_mode_name(l->tls));
+	if (l->tls == RM_TLS_NONE && (l->tls_cert[0] != '\0' || l->tls_key[0] != '\0' ||
+				      l->tls_ciphers[0] != '\0' || l->tls_min_version != 0))
+		return fail(ctx, line, "%s: tls_* settings need tls = \"starttls\" or \"implicit\"", who);
+	if (l->tls != RM_TLS_NONE && l->tls_min_version == 0)
+		l->tls_min_version = 0x0303;
 
 	/*
 	 * Listeners bind with SO_REUSEPORT (one socket per worker), so the kernel
@@ -983,6 +1005,8 @@ void rm_config_defaults(struct rm_config *cfg)
 		.spool_messages_max = 100000,
 		.spool_receiving_max = 4096,
 		.spool_segments_max = 4096,
+		.tls_handshake_timeout_ms = 10000,
+		.tls_handshakes_max = 1024,
 	};
 	cfg->listener_count = 0;
 }

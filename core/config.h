@@ -45,6 +45,10 @@ struct rm_listener_config {
 	enum rm_tls_mode tls;
 	uint32_t idle_timeout_ms;	/* 0 = the global limits.idle_timeout_ms */
 	char backend[64];		/* "HOST:PORT" / "[V6]:PORT"; protocol "relay" only */
+	char tls_cert[256];		/* PEM chain (leaf first); required with tls */
+	char tls_key[256];		/* PEM private key (RSA or ECDSA) */
+	char tls_ciphers[512];		/* "" = the built-in ECDHE+AEAD list (tls/tls.c) */
+	uint16_t tls_min_version;	/* 0x0303 (TLS 1.2, default) or 0x0304 (1.3 only) */
 	struct sockaddr_storage backend_addr;
 	socklen_t backend_addr_len;
 	int config_line;		/* where it was defined, for later messages */
@@ -69,6 +73,8 @@ struct rm_limits {
 	uint32_t spool_messages_max;		/* queued messages; more get 452 */
 	uint32_t spool_receiving_max;		/* messages being received at once */
 	uint32_t spool_segments_max;		/* segment files kept; more: 452 */
+	uint32_t tls_handshake_timeout_ms;	/* a handshake not done by then is dropped */
+	uint32_t tls_handshakes_max;		/* handshakes in progress per worker */
 };
 
 struct rm_config {

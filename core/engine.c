@@ -73,6 +73,8 @@ enum {
 	RM_CF_SHUT_WR = 1u << 14,	/* send FIN once output is drained */
 	RM_CF_SHUT_WR_DONE = 1u << 15,
 	RM_CF_POOL_WAIT = 1u << 16,	/* on the worker's pool-wait list */
+	RM_CF_TRANSPORT_HELD = 1u << 17,	/* the transport keeps input the session has not taken */
+	RM_CF_OPEN_DEFERRED = 1u << 18,	/* on_open waits for the transport (implicit TLS) */
 };
 
 enum rm_chunk_kind { RM_CHUNK_RX = 1, RM_CHUNK_BLOCK, RM_CHUNK_STATIC };
@@ -151,6 +153,20 @@ static void buf_taken(struct rm_worker *w, uint16_t bid)
 static bool ring_low(const struct rm_worker *w)
 {
 	return w->bufs.free < w->bufs.count / 4;
+}
+
+/* Input waits that the session has not taken: held raw bytes, or the transport's. */
+static bool input_waiting(const struct rm_conn *c)
+{
+	return c->held_head != NULL || (c->flags & RM_CF_TRANSPORT_HELD);
+}
+
+/* Bytes for the session go through its transport, if it has one. */
+static size_t offer(struct rm_conn *c, const struct rm_rx *rx)
+{
+	if (c->transport != NULL)
+		return c->transport->on_rx(c, rx);
+	return c->ops->on_data(c, rx);
 }
 
 /* ---- chunks and write blocks -------------------------------------------------- */
@@ -331,6 +347,15 @@ const struct rm_listener_config *rm_conn_listener(const struct rm_conn *c)
 	return &c->worker->cfg->listeners[c->listener_index];
 }
 
+uint32_t rm_conn_idle_timeout_ms(const struct rm_conn *c)
+{
+	const struct rm_listener_config *l = rm_conn_listener(c);
+
+	if (l != NULL && l->idle_timeout_ms != 0)
+		return l->idle_timeout_ms;
+	return c->worker->cfg->limits.idle_timeout_ms;
+}
+
 const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t size)
 {
 	char host[INET6_ADDRSTRLEN];
@@ -444,8 +469,12 @@ static void conn_finish(struct rm_conn *c)
 		c->flags &= ~RM_CF_POOL_WAIT;
 	}
 	c->flags |= RM_CF_FINISHING;
-	if (c->ops->on_close != NULL)
+	if (c->ops->on_close != NULL && !(c->flags & RM_CF_OPEN_DEFERRED))
 		c->ops->on_close(c, c->close_err);
+	if (c->transport != NULL && c->transport->on_close != NULL)
+		c->transport->on_close(c);
+	c->transport = NULL;
+	c->transport_state = NULL;
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -474,6 +503,8 @@ void rm_conn_close(struct rm_conn *c)
 		conn_kill(c, 0);
 		return;
 	}
+	if (c->transport != NULL && c->transport->on_closing != NULL)
+		c->transport->on_closing(c);
 	c->state = RM_CONN_CLOSING;
 	/* A peer that never reads must not keep a closing connection forever. */
 	if (!rm_timer_armed(&c->timer))
@@ -486,6 +517,13 @@ void rm_conn_close(struct rm_conn *c)
 /* ---- output ------------------------------------------------------------------------ */
 
 size_t rm_conn_output_room(const struct rm_conn *c)
+{
+	if (c->transport != NULL)
+		return c->transport->output_room(c, rm_conn_output_room_raw(c));
+	return rm_conn_output_room_raw(c);
+}
+
+size_t rm_conn_output_room_raw(const struct rm_conn *c)
 {
 	const struct rm_worker *w = c->worker;
 	size_t limit = w->cfg->limits.output_bytes_max;
@@ -522,14 +560,34 @@ static bool can_queue(struct rm_conn *c, size_t len)
 	return true;
 }
 
+/* Output through the transport; a refusal reports writable later, as for plain output. */
+static int transport_write(struct rm_conn *c, const void *data, size_t len)
+{
+	int rc = c->transport->write(c, data, len);
+
+	if (rc == -ENOBUFS) {
+		c->flags |= RM_CF_WANT_WRITABLE;
+		if (c->out_bytes == 0)
+			defer(c, 0);
+	}
+	return rc;
+}
+
 int rm_conn_write(struct rm_conn *c, const void *data, size_t len)
+{
+	if (c->transport != NULL)
+		return transport_write(c, data, len);
+	return rm_conn_write_raw(c, data, len);
+}
+
+int rm_conn_write_raw(struct rm_conn *c, const void *data, size_t len)
 {
 	struct rm_worker *w = c->worker;
 	const uint8_t *p = data;
 
 	if (len == 0)
 		return 0;
-	if (!can_queue(c, len) || rm_conn_output_room(c) < len) {
+	if (!can_queue(c, len) || rm_conn_output_room_raw(c) < len) {
 		c->flags |= RM_CF_WANT_WRITABLE;
 		/* Refused for the worker's pools while nothing of ours is queued: no
 		 * send completion will come to report writable, so check next round. */
@@ -577,6 +635,8 @@ int rm_conn_send_rx(struct rm_conn *c, const struct rm_rx *rx, size_t offset, si
 	RM_ASSERT(offset + len <= rx->len);
 	if (len == 0)
 		return 0;
+	if (c->transport != NULL)
+		return transport_write(c, data, len);
 	if (!can_queue(c, len))
 		return -ENOBUFS;
 	/*
@@ -614,6 +674,8 @@ int rm_conn_send_static(struct rm_conn *c, const void *data, size_t len)
 
 	if (len == 0)
 		return 0;
+	if (c->transport != NULL)
+		return transport_write(c, data, len);
 	if (!can_queue(c, len))
 		return -ENOBUFS;
 	ch = chunk_get(c->worker);
@@ -709,7 +771,7 @@ static void on_send_done(struct rm_conn *c, int res)
 			conn_kill(c, 0);
 		return;
 	}
-	if (c->held_head != NULL)
+	if (input_waiting(c))
 		defer(c, RM_CF_RESUME);
 	if ((c->flags & RM_CF_WANT_WRITABLE) || ((c->flags & RM_CF_SHUT_WR) && c->out_bytes == 0))
 		defer(c, 0);
@@ -835,7 +897,7 @@ static void deliver(struct rm_conn *c, uint16_t bid, const uint8_t *data, size_t
 			buf_unref(c->worker, bid);
 		return;
 	}
-	used = c->ops->on_data(c, &rx);
+	used = offer(c, &rx);
 	RM_ASSERT(used <= len);
 	if (used < len && c->state == RM_CONN_OPEN) {
 		/* hold_input takes over our reference */
@@ -887,7 +949,7 @@ static void on_recv(struct rm_conn *c, int res, uint32_t cqe_flags)
 		deliver(c, bid, buf_addr(w, bid), (size_t)res);
 	} else if (res == 0) {
 		c->flags |= RM_CF_EOF;
-		if (c->state == RM_CONN_OPEN && c->held_head == NULL)
+		if (c->state == RM_CONN_OPEN && !input_waiting(c))
 			defer(c, 0);
 	} else if (res == -ENOBUFS) {
 		if (c->state == RM_CONN_OPEN)
@@ -926,7 +988,7 @@ static void redeliver(struct rm_conn *c)
 	for (uint32_t n = 0; c->held_head != NULL && c->state == RM_CONN_OPEN && n < w->chunk_count; n++) {
 		struct rm_chunk *ch = c->held_head;
 		struct rm_rx rx = { .data = ch->data, .len = ch->len, .bid = ch->bid };
-		size_t used = c->ops->on_data(c, &rx);
+		size_t used = offer(c, &rx);
 
 		/* A kill released the held list, ch included. */
 		if (c->state == RM_CONN_DEAD)
@@ -968,17 +1030,23 @@ static void run_deferred_one(struct rm_conn *c)
 	/* Whoever asked (our own drained output, or a session whose other
 	 * connection drained) gets the held input offered; the session decides
 	 * whether it can take it, whatever this connection's own output holds. */
-	if ((f & RM_CF_RESUME) && c->held_head != NULL)
+	if ((f & RM_CF_RESUME) && (c->flags & RM_CF_TRANSPORT_HELD) && c->transport->on_resume != NULL)
+		c->transport->on_resume(c);
+	if ((f & RM_CF_RESUME) && c->held_head != NULL && !(c->flags & RM_CF_TRANSPORT_HELD))
 		redeliver(c);
 	if (c->state == RM_CONN_OPEN && (c->flags & RM_CF_EOF) && !(c->flags & RM_CF_EOF_DONE) &&
-	    c->held_head == NULL) {
+	    !input_waiting(c)) {
 		c->flags |= RM_CF_EOF_DONE;
-		if (c->ops->on_eof != NULL)
+		if (c->ops->on_eof != NULL && !(c->flags & RM_CF_OPEN_DEFERRED))
 			c->ops->on_eof(c);
 		else
 			rm_conn_close(c);
 	}
-	if ((c->flags & RM_CF_WANT_WRITABLE) && c->out_bytes == 0 && c->state == RM_CONN_OPEN) {
+	/* Input dropped (rm_conn_discard_input) or taken by the transport: receive again. */
+	if (c->state == RM_CONN_OPEN && !input_waiting(c) && !(c->flags & RM_CF_RECV_ARMED))
+		maybe_rearm_recv(c);
+	if ((c->flags & RM_CF_WANT_WRITABLE) && c->out_bytes == 0 && c->state == RM_CONN_OPEN &&
+	    !(c->flags & RM_CF_OPEN_DEFERRED)) {
 		c->flags &= ~RM_CF_WANT_WRITABLE;
 		if (c->ops->on_writable != NULL)
 			c->ops->on_writable(c);
@@ -1016,6 +1084,64 @@ static void rearm_starved(struct rm_worker *w)
 
 /* ---- accept and connect ----------------------------------------------------------------- */
 
+/* An accepted connection: its transport first (implicit TLS), then the session. */
+static void accept_open(struct rm_conn *c)
+{
+	const struct rm_listener_config *l = rm_conn_listener(c);
+	rm_transport_attach_fn attach = c->worker->daemon->transport_attach;
+
+	if (l != NULL && l->tls == RM_TLS_IMPLICIT) {
+		int rc = attach != NULL ? attach(c, l) : -EPROTONOSUPPORT;
+
+		if (rc < 0) {
+			conn_kill(c, rc);
+			return;
+		}
+		if (rc > 0) {
+			c->flags |= RM_CF_OPEN_DEFERRED;
+			return;
+		}
+	}
+	if (c->ops->on_open != NULL)
+		c->ops->on_open(c);
+}
+
+void rm_conn_open_session(struct rm_conn *c)
+{
+	if (!(c->flags & RM_CF_OPEN_DEFERRED) || c->state != RM_CONN_OPEN)
+		return;
+	c->flags &= ~RM_CF_OPEN_DEFERRED;
+	if (c->ops->on_open != NULL)
+		c->ops->on_open(c);
+}
+
+void rm_conn_set_transport(struct rm_conn *c, const struct rm_transport_ops *t, void *state)
+{
+	RM_ASSERT(c->transport == NULL && t != NULL && t->on_rx != NULL && t->write != NULL);
+	c->transport = t;
+	c->transport_state = state;
+}
+
+void rm_conn_transport_held(struct rm_conn *c, bool held)
+{
+	if (held)
+		c->flags |= RM_CF_TRANSPORT_HELD;
+	else
+		c->flags &= ~RM_CF_TRANSPORT_HELD;
+	if (!held && c->held_head != NULL)
+		defer(c, RM_CF_RESUME);	/* raw input waited behind what the transport kept */
+}
+
+void rm_conn_discard_input(struct rm_conn *c)
+{
+	chunk_list_release(c->worker, &c->held_head, &c->held_tail);
+	if (c->flags & RM_CF_POOL_WAIT) {
+		fifo_unlink(&c->worker->pool_wait, c, c->worker->conn_count);
+		c->flags &= ~RM_CF_POOL_WAIT;
+	}
+	defer(c, 0);		/* receiving resumes from the deferred list */
+}
+
 static void on_accept(struct rm_worker *w, unsigned li, int res, uint32_t cqe_flags)
 {
 	struct rm_conn *c;
@@ -1048,8 +1174,7 @@ static void on_accept(struct rm_worker *w, unsigned li, int res, uint32_t cqe_fl
 		rm_info(c->id, "connect from %s to %s", rm_conn_peer_str(c, peer, sizeof(peer)),
 			w->listener_name[li]);
 		arm_recv(c);
-		if (c->ops->on_open != NULL)
-			c->ops->on_open(c);
+		accept_open(c);
 	}
 	if (!w->accept_armed[li] && !w->stopping && w->listen_fd[li] >= 0)
 		arm_accept(w, li);
@@ -1169,6 +1294,13 @@ static void run_timers(struct rm_worker *w)
 		c = (struct rm_conn *)(void *)(p - offsetof(struct rm_conn, timer));
 
 		atomic_fetch_add_explicit(&w->stats.timeouts, 1, memory_order_relaxed);
+		if (c->transport != NULL && c->transport->on_timeout != NULL && c->state == RM_CONN_OPEN &&
+		    c->transport->on_timeout(c))
+			continue;
+		if (c->state == RM_CONN_OPEN && (c->flags & RM_CF_OPEN_DEFERRED)) {
+			conn_kill(c, -ETIMEDOUT);
+			continue;
+		}
 		if (c->state == RM_CONN_CONNECTING) {
 			report_connect(c, -ETIMEDOUT);
 			conn_kill(c, -ETIMEDOUT);

@@ -126,6 +126,36 @@ union rm_sockaddr {
 	struct sockaddr_in6 in6;
 };
 
+/*
+ * A transport under a connection (tls/ is the one there is): the engine hands
+ * it the bytes received instead of the session, and the session's output
+ * instead of the socket.  It hands the session what it decodes by calling
+ * c->ops->on_data itself (a piece that is not wholly taken it keeps, and says
+ * so with rm_conn_transport_held), and queues what it encodes with
+ * rm_conn_write_raw.  Every hook runs on the connection's worker, from the
+ * loop, like a session callback.
+ *	on_rx        bytes arrived: return how many it took (the rest is held, as
+ *	             with on_data); rx->bid may be RM_RX_NO_BUFFER;
+ *	write        the session queues output (rm_conn_write, _send_rx,
+ *	             _send_static): 0, or -ENOBUFS as rm_conn_write says it;
+ *	output_room  what the session may queue, given the raw room;
+ *	on_resume    the session may take input again: offer what it kept;
+ *	on_timeout   the connection timer fired: true if it was the transport's
+ *	             (a handshake deadline), false to pass it to the session;
+ *	on_closing   rm_conn_close was called: queue the transport's goodbye
+ *	             (TLS close_notify) before the queued output drains;
+ *	on_close     the connection is gone (after the session's on_close).
+ */
+struct rm_transport_ops {
+	size_t (*on_rx)(struct rm_conn *c, const struct rm_rx *rx);
+	int (*write)(struct rm_conn *c, const void *data, size_t len);
+	size_t (*output_room)(const struct rm_conn *c, size_t raw_room);
+	void (*on_resume)(struct rm_conn *c);
+	bool (*on_timeout)(struct rm_conn *c);
+	void (*on_closing)(struct rm_conn *c);
+	void (*on_close)(struct rm_conn *c);
+};
+
 struct rm_conn {
 	uint64_t id;			/* unique in the process; repeated in every log line */
 	struct rm_worker *worker;
@@ -152,6 +182,8 @@ struct rm_conn {
 	struct rm_conn *next_deferred;	/* on the worker's run-after-dispatch list */
 	struct rm_conn *next_pool_wait;	/* input held while the worker's pools were short */
 	struct rm_send_ctx *send_ctx;	/* while a send is in flight */
+	const struct rm_transport_ops *transport;	/* NULL: plain bytes */
+	void *transport_state;
 };
 
 /* Connection API (call only from the connection's worker). */
@@ -167,6 +199,20 @@ void rm_conn_timer(struct rm_conn *c, uint32_t timeout_ms);	/* 0 = cancel */
 /* The listener this connection came in on, from the current config; NULL if outbound. */
 const struct rm_listener_config *rm_conn_listener(const struct rm_conn *c);
 const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t size);
+/* The listener's idle_timeout_ms, else limits.idle_timeout_ms (outbound: the latter). */
+uint32_t rm_conn_idle_timeout_ms(const struct rm_conn *c);
+
+/* Transports (see struct rm_transport_ops). */
+void rm_conn_set_transport(struct rm_conn *c, const struct rm_transport_ops *t, void *state);
+int rm_conn_write_raw(struct rm_conn *c, const void *data, size_t len);
+size_t rm_conn_output_room_raw(const struct rm_conn *c);
+void rm_conn_transport_held(struct rm_conn *c, bool held);	/* it keeps input the session has not taken */
+/* Drop every received byte not yet offered (STARTTLS: nothing sent before the
+ * handshake may be read after it). */
+void rm_conn_discard_input(struct rm_conn *c);
+/* An accepted connection whose transport deferred the session's on_open
+ * (implicit TLS: after the handshake) opens it now. */
+void rm_conn_open_session(struct rm_conn *c);
 bool rm_worker_stopping(const struct rm_worker *w);
 
 struct rm_connect_options {
@@ -252,8 +298,16 @@ struct rm_daemon_hooks {
 	void *arg;
 };
 
+/*
+ * Called for each connection accepted on a listener with tls = "implicit",
+ * before on_open: 0 = nothing attached (on_open now), 1 = a transport is
+ * attached and will call rm_conn_open_session itself, < 0 = refuse (abort).
+ */
+typedef int (*rm_transport_attach_fn)(struct rm_conn *c, const struct rm_listener_config *l);
+
 struct rm_daemon {
 	_Atomic(struct rm_config *) config_ptr;	/* current; replaced on SIGHUP */
+	rm_transport_attach_fn transport_attach;	/* NULL: implicit TLS listeners refuse */
 	unsigned worker_count;
 	struct rm_worker *workers[RM_WORKERS_MAX];
 	int listen_fds[RM_WORKERS_MAX][RM_LISTENERS_MAX];

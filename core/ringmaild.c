@@ -37,6 +37,7 @@
 #include "tests/relay.h"
 #include "tests/spool_sink.h"
 #include "core/spool.h"
+#include "tls/tls.h"
 
 #define RM_DEFAULT_CONFIG "/etc/ringmail/ringmail.conf"
 #define RM_RETIRED_MAX 8	/* configs replaced by SIGHUP, awaiting every worker */
@@ -324,6 +325,13 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* Certificates and keys load now, still as the starting user (root can read
+	 * keys the dropped user cannot), and -t checks them too. */
+	if (rm_tls_setup(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		free(cfg);
+		return 2;
+	}
 	if (check_only) {
 		printf("ringmaild: configuration %s is valid (%u workers, %u listeners)\n", path,
 		       cfg->workers, cfg->listener_count);
@@ -365,6 +373,7 @@ int main(int argc, char **argv)
 		goto fail;
 	daemon.worker_count = cfg->workers;
 	daemon.hooks.worker_start = open_spool;
+	daemon.transport_attach = rm_tls_attach_implicit;
 	daemon.protocols = protocols;
 	daemon.control_ops = &rm_control_ops;
 	atomic_store(&daemon.config_ptr, cfg);

@@ -10,26 +10,20 @@
 
 #include "core/log.h"
 #include "proto/linesplit.h"
+#include "tls/tls.h"
 
 static const char greeting[] = "+OK echo ready\r\n";
 static const char too_long[] = "-ERR line too long\r\n";
 static const char bye[] = "+OK bye\r\n";
 static const char idle[] = "-ERR idle timeout\r\n";
+static const char tls_go[] = "+OK begin TLS\r\n";
+static const char tls_no[] = "-ERR TLS not available\r\n";
 
 struct echo_session {
 	struct rm_lines lines;		/* hold allocated only while a partial line waits */
 	uint32_t line_max;
 	uint32_t idle_ms;
 };
-
-static uint32_t idle_timeout(const struct rm_conn *c)
-{
-	const struct rm_listener_config *l = rm_conn_listener(c);
-
-	if (l != NULL && l->idle_timeout_ms != 0)
-		return l->idle_timeout_ms;
-	return rm_worker_config(c->worker)->limits.idle_timeout_ms;
-}
 
 static void echo_open(struct rm_conn *c)
 {
@@ -45,7 +39,7 @@ static void echo_open(struct rm_conn *c)
 	s->lines.line_max = s->line_max;
 	c->session = s;
 	rm_conn_send_static(c, greeting, sizeof(greeting) - 1);
-	rm_conn_timer(c, idle_timeout(c));
+	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
 }
 
 static bool ensure_hold(struct echo_session *s)
@@ -93,6 +87,22 @@ static size_t echo_data(struct rm_conn *c, const struct rm_rx *rx)
 			release_hold(s);
 			return rx->len;
 		}
+		if (line.text_len == 8 && memcmp(line.text, "STARTTLS", 8) == 0) {
+			const struct rm_listener_config *l = rm_conn_listener(c);
+
+			if (l == NULL || l->tls != RM_TLS_STARTTLS || rm_tls_active(c)) {
+				rm_conn_send_static(c, tls_no, sizeof(tls_no) - 1);
+				continue;
+			}
+			/* The go-ahead in clear, then nothing read before the handshake
+			 * counts: the rest of this buffer and any partial line go. */
+			rm_conn_send_static(c, tls_go, sizeof(tls_go) - 1);
+			rm_lines_reset(&s->lines);
+			if (rm_tls_starttls(c) < 0)
+				rm_conn_close(c);
+			release_hold(s);
+			return rx->len;
+		}
 		if (line.text >= rx->data && line.text < rx->data + rx->len) {
 			/* Whole line in this buffer: send it from there, terminator too. */
 			size_t off = (size_t)(line.text - rx->data);
@@ -104,7 +114,7 @@ static size_t echo_data(struct rm_conn *c, const struct rm_rx *rx)
 		}
 	}
 	release_hold(s);
-	rm_conn_timer(c, s->idle_ms ? s->idle_ms : idle_timeout(c));
+	rm_conn_timer(c, s->idle_ms ? s->idle_ms : rm_conn_idle_timeout_ms(c));
 	return pos;
 }
 

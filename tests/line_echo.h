@@ -11,6 +11,10 @@
  *	- a line longer than limits.line_length_max gets "-ERR line too long\r\n"
  *	  once, at its end, and the session goes on with the next line;
  *	- the line "QUIT" gets "+OK bye\r\n", then the server closes;
+ *	- the line "STARTTLS" on a listener with tls = "starttls" gets
+ *	  "+OK begin TLS\r\n" in clear, then a TLS handshake (tls/tls.h); whatever
+ *	  else was received before it is dropped; elsewhere "-ERR TLS not available";
+ *	- on a listener with tls = "implicit" all of it runs inside TLS;
  *	- no input for the listener's idle_timeout_ms (else limits.idle_timeout_ms)
  *	  gets "-ERR idle timeout\r\n" and a close;
  *	- when the peer stops sending (EOF), what is queued is sent, then close.

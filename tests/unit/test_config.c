@@ -513,16 +513,32 @@ static void test_listener_address_port_unique(void **state)
 
 static void test_listener_tls(void **state)
 {
+	struct rm_config cfg;
+
 	load_fail_exact("listeners = (\n"
 			"  { name = \"X\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 465;\n"
 			"    tls = \"implicit\"; }\n"
 			");\n",
-			"test.conf:3: listener 'X': tls = \"implicit\": TLS is not available in this"
-			" build yet");
+			"test.conf:2: listener 'X': tls = \"implicit\" needs tls_cert and tls_key (PEM files)");
 	load_fail("listeners = (\n"
 		  "  { name = \"sub\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 587;\n"
-		  "    tls = \"starttls\"; }\n"
-		  ");\n", 3, "listener 'sub': tls = \"starttls\": TLS is not available in this build yet");
+		  "    tls = \"starttls\"; tls_cert = \"/c.pem\"; }\n"
+		  ");\n", 2, "listener 'sub': tls = \"starttls\" needs tls_cert and tls_key");
+	load_fail("listeners = (\n"
+		  "  { name = \"p\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 25;\n"
+		  "    tls_cert = \"/c.pem\"; }\n"
+		  ");\n", 2, "listener 'p': tls_* settings need tls = \"starttls\" or \"implicit\"");
+	load_fail("listeners = (\n"
+		  "  { name = \"sub\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 587;\n"
+		  "    tls = \"implicit\"; tls_cert = \"/c\"; tls_key = \"/k\"; tls_min_version = \"1.1\"; }\n"
+		  ");\n", 3, "tls_min_version = \"1.1\": must be one of 1.2, 1.3");
+	load_ok(&cfg, "listeners = (\n"
+		"  { name = \"s\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 465;\n"
+		"    tls = \"implicit\"; tls_cert = \"/c.pem\"; tls_key = \"/k.pem\"; }\n"
+		");\n");
+	assert_int_equal(cfg.listeners[0].tls, RM_TLS_IMPLICIT);
+	assert_string_equal(cfg.listeners[0].tls_cert, "/c.pem");
+	assert_int_equal(cfg.listeners[0].tls_min_version, 0x0303);
 	load_fail("listeners = (\n"
 		  "  { name = \"sub\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 587;\n"
 		  "    tls = \"yes\"; }\n"

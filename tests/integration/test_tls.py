@@ -1,0 +1,306 @@
+"""TLS under the engine (tls/tls.h) with real clients: Python's ssl module and
+openssl s_client, TLS 1.2 and 1.3, implicit TLS and STARTTLS, on the "echo"
+test protocol (tests/line_echo.h) until the mail protocols arrive.
+
+Negative cases: plaintext on an implicit-TLS port, a garbage or cut-off
+ClientHello, a client that stalls mid-handshake (dropped at the deadline, slot
+freed), a client offering only RC4 / NULL / anonymous suites (refused),
+commands pipelined after STARTTLS (dropped, never read as if sent over TLS),
+and certificates or cipher lists that must not load.
+"""
+import re
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import RINGMAILD, run_tool
+
+GREETING = b"+OK echo ready\r\n"
+
+
+def make_cert(d, name, kind="ec", days=30, cn="localhost"):
+    key, cert = d / (name + ".key"), d / (name + ".crt")
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec" else \
+        ["-newkey", "rsa:2048"]
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", str(days), "-subj", "/CN=%s" % cn], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    return {"ec": make_cert(d, "ec"), "rsa": make_cert(d, "rsa", kind="rsa"), "dir": d}
+
+
+def tls_daemon(ringmaild, certs, kind="ec", limits=None, **extra):
+    cert, key = certs[kind]
+    common = {"tls_cert": str(cert), "tls_key": str(key)}
+    common.update(extra)
+    listeners = [
+        dict(name="implicit", protocol="echo", idle_timeout_ms=0, tls="implicit", **common),
+        dict(name="starttls", protocol="echo", idle_timeout_ms=0, tls="starttls", **common),
+        dict(name="plain", protocol="echo", idle_timeout_ms=0),
+    ]
+    lim = {"tls_handshake_timeout_ms": 1000}
+    lim.update(limits or {})
+    return ringmaild(listeners=listeners, limits=lim)
+
+
+def client_ctx(version=None, ciphers=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+def recv_until(s, want, timeout=10):
+    s.settimeout(timeout)
+    got = b""
+    while not got.endswith(want) and len(got) < 1 << 20:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def recv_exact(s, n, timeout=30):
+    s.settimeout(timeout)
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(min(65536, n - len(got)))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def echo_roundtrip(s, size):
+    line = (b"0123456789abcdef" * (size // 16 + 1))[:size] + b"\r\n"
+    s.sendall(line)
+    assert recv_until(s, b"\r\n") == line
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_implicit_tls_python(ringmaild, certs, version, kind):
+    d = tls_daemon(ringmaild, certs, kind=kind)
+    with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as raw:
+        with client_ctx(version).wrap_socket(raw, server_hostname="mx.example.test") as s:
+            assert s.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+            name = s.cipher()[0]
+            assert "GCM" in name or "CHACHA20" in name, name
+            if version == ssl.TLSVersion.TLSv1_2:
+                assert name.startswith("ECDHE-"), name
+            assert recv_until(s, b"\r\n") == GREETING
+            for size in (1, 100, 999):
+                echo_roundtrip(s, size)
+            # Many lines at once, more than one record and more than the output window.
+            lines = b"".join(b"line %06d %s\r\n" % (i, b"z" * 300) for i in range(3000))
+            s.sendall(lines)
+            got = recv_exact(s, len(lines))
+            assert got == lines, (len(got), len(lines))
+            s.sendall(b"QUIT\r\n")
+            assert recv_until(s, b"+OK bye\r\n") == b"+OK bye\r\n"
+    log = d.wait_log(r"TLS TLSv1\.[23] \S+ sni=mx\.example\.test from 127\.0\.0\.1:\d+")
+    assert log
+
+
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+def test_implicit_tls_openssl_s_client(ringmaild, certs, flag):
+    d = tls_daemon(ringmaild, certs)
+    p = subprocess.run(["openssl", "s_client", "-quiet", flag, "-servername", "s-client.test",
+                        "-connect", "127.0.0.1:%d" % d.port("implicit")],
+                       input=b"hello over tls\r\nQUIT\r\n", capture_output=True, timeout=20)
+    assert b"+OK echo ready\r\nhello over tls\r\n+OK bye\r\n" in p.stdout, (p.stdout, p.stderr)
+    # The server ended with close_notify: no "unexpected eof".
+    assert b"unexpected eof" not in p.stderr, p.stderr
+    d.wait_log(r"TLS TLSv1\.%s .* sni=s-client\.test" % ("2" if flag == "-tls1_2" else "3"))
+
+
+def test_starttls_drops_pipelined_plaintext(ringmaild, certs):
+    """CVE-2011-0411 class: what the client sent after STARTTLS in clear must
+    never be read as if it had come over TLS."""
+    d = tls_daemon(ringmaild, certs)
+    with socket.create_connection(("127.0.0.1", d.port("starttls")), timeout=10) as raw:
+        assert recv_until(raw, b"\r\n") == GREETING
+        raw.sendall(b"STARTTLS\r\nINJECTED COMMAND\r\nQUIT\r\n")
+        assert recv_until(raw, b"\r\n") == b"+OK begin TLS\r\n"
+        with client_ctx().wrap_socket(raw, server_hostname="st.test") as s:
+            s.sendall(b"after tls\r\n")
+            assert recv_until(s, b"\r\n") == b"after tls\r\n"
+            s.sendall(b"STARTTLS\r\n")      # not twice
+            assert recv_until(s, b"\r\n") == b"-ERR TLS not available\r\n"
+            s.sendall(b"QUIT\r\n")
+            assert recv_until(s, b"+OK bye\r\n") == b"+OK bye\r\n"
+
+
+def test_starttls_only_where_configured(ringmaild, certs):
+    d = tls_daemon(ringmaild, certs)
+    with socket.create_connection(("127.0.0.1", d.port("plain")), timeout=10) as raw:
+        assert recv_until(raw, b"\r\n") == GREETING
+        raw.sendall(b"STARTTLS\r\n")
+        assert recv_until(raw, b"\r\n") == b"-ERR TLS not available\r\n"
+
+
+def test_plaintext_to_implicit_port(ringmaild, certs):
+    d = tls_daemon(ringmaild, certs)
+    base = d.stats()["total"]["connections_open"]
+    for payload in (b"EHLO plain.example\r\n", b"\x16\x03\x01\x00\x05garbage-after-header",
+                    bytes(range(256)) * 4):
+        with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as s:
+            s.sendall(payload)
+            s.settimeout(10)
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            # Nothing in clear comes back: at most a TLS alert record.
+            assert GREETING not in data and (data == b"" or data[0] == 0x15), data[:20]
+    d.wait_log(r"TLS handshake with 127\.0\.0\.1:\d+ failed: ")
+    d.wait_stats(lambda t: t["connections_open"] <= base, what="slots freed")
+    assert d.running()
+
+
+def test_truncated_client_hello_stall_times_out(ringmaild, certs):
+    """Half a ClientHello, then nothing: dropped at the handshake deadline, slot freed."""
+    d = tls_daemon(ringmaild, certs, limits={"tls_handshake_timeout_ms": 500})
+    # A real ClientHello from Python's own ssl, cut in half.
+    inbuf, outbuf = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx().wrap_bio(inbuf, outbuf, server_hostname="x.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = outbuf.read()
+    assert len(hello) > 100
+    with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as s:
+        s.sendall(hello[:len(hello) // 2])
+        t0 = time.monotonic()
+        s.settimeout(10)
+        assert s.recv(100) == b""
+        assert 0.3 < time.monotonic() - t0 < 5
+    d.wait_log(r"TLS handshake with 127\.0\.0\.1:\d+ timed out")
+    d.wait_stats(lambda t: t["connections_open"] <= 1, what="slot freed")
+
+
+def client_hello(suites):
+    """A TLS 1.2 ClientHello offering exactly these cipher suites (as numbers),
+    with the extensions an ECDHE suite needs: no client library will offer
+    RC4 any more, so the test speaks for one."""
+    def ext(t, body):
+        return t.to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
+    groups = b"".join(g.to_bytes(2, "big") for g in (23, 24, 29))
+    sigalgs = b"".join(a.to_bytes(2, "big") for a in (0x0403, 0x0503, 0x0804, 0x0401, 0x0201))
+    exts = ext(10, len(groups).to_bytes(2, "big") + groups) + ext(11, b"\x01\x00") + \
+        ext(13, len(sigalgs).to_bytes(2, "big") + sigalgs)
+    cs = b"".join(x.to_bytes(2, "big") for x in suites)
+    body = b"\x03\x03" + bytes(range(32)) + b"\x00" + len(cs).to_bytes(2, "big") + cs + b"\x01\x00" + \
+        len(exts).to_bytes(2, "big") + exts
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
+
+
+WEAK_SUITES = {
+    # TLS_RSA_WITH_RC4_128_MD5/SHA, TLS_ECDHE_RSA/ECDSA_WITH_RC4_128_SHA, TLS_DH_anon_WITH_RC4_128_MD5
+    "rc4": [0x0004, 0x0005, 0xC011, 0xC007, 0x0018],
+    # TLS_RSA_WITH_NULL_MD5/SHA/SHA256, TLS_ECDHE_RSA/ECDSA_WITH_NULL_SHA
+    "null": [0x0001, 0x0002, 0x003B, 0xC010, 0xC006],
+    # DH_anon and ECDH_anon with AES (CBC and GCM)
+    "anon": [0x0034, 0x003A, 0x006C, 0x00A6, 0xC018, 0xC019],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WEAK_SUITES))
+def test_weak_suites_refused(ringmaild, certs, kind):
+    """A client offering only RC4, NULL or anonymous suites gets a
+    handshake_failure alert and no session; the log says why."""
+    d = tls_daemon(ringmaild, certs)
+    with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as s:
+        s.sendall(client_hello(WEAK_SUITES[kind]))
+        s.settimeout(10)
+        reply = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    # One alert record (content type 21), fatal (2), handshake_failure (40); no ServerHello.
+    assert reply[:1] == b"\x15" and reply[5:7] == b"\x02\x28", reply[:20]
+    d.wait_log(r"TLS handshake with 127\.0\.0\.1:\d+ failed: can't match cipher suite")
+
+
+def test_strong_suite_accepted_by_the_same_hello(ringmaild, certs):
+    """The hand-made ClientHello is right: with one ECDHE+AEAD suite among the
+    weak ones, the server answers with a ServerHello choosing that suite."""
+    d = tls_daemon(ringmaild, certs)
+    with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as s:
+        s.sendall(client_hello(WEAK_SUITES["rc4"] + [0xC02B]))    # ECDHE-ECDSA-AES128-GCM-SHA256
+        reply = recv_exact(s, 11, timeout=10)
+    assert reply[:1] == b"\x16" and reply[5:6] == b"\x02", reply    # handshake: ServerHello
+
+
+def test_resumption_tls12_and_tls13(ringmaild, certs):
+    d = tls_daemon(ringmaild, certs)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = client_ctx(version)
+        with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="r.test") as s:
+                assert recv_until(s, b"\r\n") == GREETING     # TLS 1.3 tickets come after the handshake
+                echo_roundtrip(s, 10)
+                session = s.session
+                assert not s.session_reused
+        with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="r.test", session=session) as s:
+                assert recv_until(s, b"\r\n") == GREETING
+                assert s.session_reused, version
+    d.wait_log(r"TLS TLSv1\.2 \S+ sni=r\.test resumed")
+    d.wait_log(r"TLS TLSv1\.3 \S+ sni=r\.test resumed")
+
+
+def test_tls13_only_listener_refuses_tls12(ringmaild, certs):
+    d = tls_daemon(ringmaild, certs, tls_min_version="1.3")
+    with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+            with client_ctx(ssl.TLSVersion.TLSv1_2).wrap_socket(raw, server_hostname="x.test") as s:
+                s.recv(10)
+    with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as raw:
+        with client_ctx(ssl.TLSVersion.TLSv1_3).wrap_socket(raw, server_hostname="x.test") as s:
+            assert recv_until(s, b"\r\n") == GREETING
+
+
+def write_conf(tmp_path, listener_extra):
+    conf = tmp_path / "t.conf"
+    conf.write_text('allow_root = true;\nspool_dir = "%s";\nlisteners = ( { name = "s"; protocol = "echo"; '
+                    'address = "127.0.0.1"; port = 1465; tls = "implicit"; %s } );\n'
+                    % (tmp_path / "spool", listener_extra))
+    return conf
+
+
+def test_bad_certificates_refuse_to_load(tmp_path, certs):
+    ec_cert, ec_key = certs["ec"]
+    rsa_cert, rsa_key = certs["rsa"]
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n")
+    cases = [
+        ('tls_cert = "%s"; tls_key = "%s";' % (tmp_path / "missing.pem", ec_key), "tls_cert .*cannot load"),
+        ('tls_cert = "%s"; tls_key = "%s";' % (garbage, ec_key), "tls_cert .*cannot load"),
+        ('tls_cert = "%s"; tls_key = "%s";' % (ec_cert, rsa_key), "does not match"),
+        ('tls_cert = "%s"; tls_key = "%s"; tls_ciphers = "RC4-SHA";' % (ec_cert, ec_key),
+         "tls_ciphers: 'RC4-SHA' is not an ECDHE\\+AEAD suite"),
+        ('tls_cert = "%s"; tls_key = "%s"; tls_ciphers = "ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA";'
+         % (rsa_cert, rsa_key), "'AES128-SHA' is not an ECDHE\\+AEAD suite"),
+    ]
+    for extra, want in cases:
+        r = run_tool([str(RINGMAILD), "-t", "-c", str(write_conf(tmp_path, extra))])
+        assert r.returncode == 2, (extra, r.stdout, r.stderr)
+        assert re.search(want, r.stderr.decode()), (want, r.stderr)
+    r = run_tool([str(RINGMAILD), "-t", "-c", str(write_conf(tmp_path, 'tls_cert = "%s"; tls_key = "%s";'
+                                                              % (rsa_cert, rsa_key)))])
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,539 @@
+/*
+ * NAME
+ *	tls - wolfSSL under the engine (see tls.h)
+ * DESCRIPTION
+ *	Per connection, struct tls_conn: the WOLFSSL object, the received bytes
+ *	being handed to wolfSSL (in, in_len, in_used: wolfSSL's read callback
+ *	copies from there, and WANT_READ when they are used up), and plaintext
+ *	the session has not taken yet (hold; allocated only then).  Decrypted
+ *	records are produced into a per-worker buffer of one maximal record, so
+ *	an idle TLS connection holds wolfSSL's own state and nothing of ours
+ *	but this struct.
+ *
+ *	Back-pressure: while hold has bytes, on_rx takes no more ciphertext
+ *	(the engine holds it and stops receiving) and the engine is told
+ *	(rm_conn_transport_held) so that it offers hold again (on_resume) when
+ *	the session's output drains or it resumes.
+ *
+ *	Output: a session write is refused with -ENOBUFS unless the raw output
+ *	has room for it plus record overhead, so a wolfSSL_write never stops
+ *	half way for lack of room; the engine then reports on_writable as for
+ *	plain output.
+ * DIAGNOSTICS
+ *	Handshake and record errors are logged with wolfSSL's reason and close
+ *	the connection.  Broken invariants panic.
+ */
+#include "tls/tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pthread.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
+
+#include "core/log.h"
+
+#define TLS_RECORD_PLAIN_MAX 16384	/* RFC 8446 5.1: a record's plaintext */
+#define TLS_RECORD_OVERHEAD 64		/* header, explicit nonce, tag, padding: at most this per record */
+#define TLS_READS_PER_RX 64		/* records decrypted per on_rx / on_resume before yielding */
+#define TLS_REASON_BYTES 80
+
+/* ECDHE key exchange with AEAD ciphers only; TLS 1.3 suites are all AEAD. */
+static const char tls_default_ciphers[] =
+	"TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+struct tls_conn {
+	WOLFSSL *ssl;
+	struct rm_conn *c;
+	const uint8_t *in;		/* received bytes being offered to wolfSSL */
+	size_t in_len, in_used;
+	uint8_t *hold;			/* plaintext the session has not taken */
+	size_t hold_len, hold_off;
+	bool handshake_done;
+	bool open_deferred;		/* implicit TLS: the session opens after the handshake */
+	bool counted;			/* in the worker's handshakes-in-progress count */
+};
+
+static WOLFSSL_CTX *servers[RM_LISTENERS_MAX];	/* by listener index; built before workers start */
+static uint32_t handshakes[RM_WORKERS_MAX];	/* in progress, per worker (its own slot only) */
+static __thread uint8_t plain[TLS_RECORD_PLAIN_MAX];
+
+static const struct rm_transport_ops tls_ops;
+
+/*
+ * Debian's wolfSSL keeps a per-thread cache of ECC fixed points (FP_ECC)
+ * that only wc_ecc_fp_free, on that thread, gives back: a thread key whose
+ * destructor runs it as each worker ends.
+ */
+static pthread_key_t fp_cache_key;
+static pthread_once_t fp_cache_once = PTHREAD_ONCE_INIT;
+
+static void fp_cache_free(void *unused)
+{
+	wc_ecc_fp_free();
+}
+
+static void fp_cache_key_make(void)
+{
+	if (pthread_key_create(&fp_cache_key, fp_cache_free) != 0)
+		rm_panic("tls: pthread_key_create failed");
+}
+
+static void fp_cache_track(void)
+{
+	static __thread bool tracked;
+
+	if (tracked)
+		return;
+	tracked = true;
+	pthread_once(&fp_cache_once, fp_cache_key_make);
+	pthread_setspecific(fp_cache_key, &tracked);	/* any non-NULL value: the destructor runs */
+}
+
+static const char *reason(WOLFSSL *ssl, int ret, char buf[TLS_REASON_BYTES])
+{
+	int err = wolfSSL_get_error(ssl, ret);
+
+	wolfSSL_ERR_error_string_n((unsigned long)err, buf, TLS_REASON_BYTES);
+	return buf;
+}
+
+/* ---- set-up -------------------------------------------------------------------------- */
+
+/* Every name of list must be one of tls_default_ciphers. */
+static bool ciphers_allowed(const char *list, char *bad, size_t bad_size)
+{
+	const char *p = list;
+
+	for (size_t guard = 0; *p != '\0' && guard < 256; guard++) {
+		const char *end = strchr(p, ':');
+		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+		bool found = false;
+
+		for (const char *q = tls_default_ciphers; *q != '\0' && !found;) {
+			const char *qe = strchr(q, ':');
+			size_t qn = qe != NULL ? (size_t)(qe - q) : strlen(q);
+
+			found = qn == n && memcmp(p, q, n) == 0;
+			q += qn + (qe != NULL);
+		}
+		if (!found) {
+			snprintf(bad, bad_size, "%.*s", (int)n, p);
+			return false;
+		}
+		p += n + (end != NULL);
+	}
+	return true;
+}
+
+static int sni_seen(WOLFSSL *ssl, int *alert, void *arg)
+{
+	return 0;	/* SSL_TLSEXT_ERR_OK */
+}
+
+static WOLFSSL_CTX *server_new(const struct rm_listener_config *l, char *err, size_t err_size)
+{
+	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+	const char *ciphers = l->tls_ciphers[0] != '\0' ? l->tls_ciphers : tls_default_ciphers;
+	char bad[64];
+
+	if (ctx == NULL) {
+		snprintf(err, err_size, "listener '%s': cannot create a TLS context", l->name);
+		return NULL;
+	}
+	if (!ciphers_allowed(ciphers, bad, sizeof(bad))) {
+		snprintf(err, err_size, "listener '%s': tls_ciphers: '%s' is not an ECDHE+AEAD suite "
+			 "(allowed: %s)", l->name, bad, tls_default_ciphers);
+		goto fail;
+	}
+	if (wolfSSL_CTX_SetMinVersion(ctx, l->tls_min_version == 0x0304 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2)
+	    != WOLFSSL_SUCCESS || wolfSSL_CTX_set_cipher_list(ctx, ciphers) != WOLFSSL_SUCCESS) {
+		snprintf(err, err_size, "listener '%s': cannot set the TLS version or cipher list", l->name);
+		goto fail;
+	}
+	if (wolfSSL_CTX_use_certificate_chain_file(ctx, l->tls_cert) != WOLFSSL_SUCCESS) {
+		snprintf(err, err_size, "listener '%s': tls_cert %s: cannot load a PEM certificate chain",
+			 l->name, l->tls_cert);
+		goto fail;
+	}
+	if (wolfSSL_CTX_use_PrivateKey_file(ctx, l->tls_key, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+		snprintf(err, err_size, "listener '%s': tls_key %s: cannot load a PEM private key",
+			 l->name, l->tls_key);
+		goto fail;
+	}
+	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
+		snprintf(err, err_size, "listener '%s': tls_key %s does not match tls_cert %s", l->name,
+			 l->tls_key, l->tls_cert);
+		goto fail;
+	}
+	/* Any SNI is accepted and recorded (for the log; certificate choice by SNI is to come). */
+	wolfSSL_CTX_set_servername_callback(ctx, sni_seen);
+	/* Resumption: tickets (TLS 1.2 RFC 5077, TLS 1.3 PSK) and the session cache. */
+	wolfSSL_CTX_UseSessionTicket(ctx);
+	wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_SERVER);
+	return ctx;
+fail:
+	wolfSSL_CTX_free(ctx);
+	return NULL;
+}
+
+int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size)
+{
+	static bool initialised;
+
+	if (!initialised) {
+		if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
+			snprintf(err, err_size, "cannot initialise wolfSSL");
+			return -1;
+		}
+		initialised = true;
+	}
+	for (uint32_t i = 0; i < cfg->listener_count; i++) {
+		const struct rm_listener_config *l = &cfg->listeners[i];
+
+		if (l->tls == RM_TLS_NONE)
+			continue;
+		WOLFSSL_CTX *ctx = server_new(l, err, err_size);
+
+		if (ctx == NULL)
+			return -1;
+		servers[i] = ctx;
+	}
+	return 0;
+}
+
+/* ---- wolfSSL's I/O, over the connection ----------------------------------------------------- */
+
+static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+	struct tls_conn *t = arg;
+	size_t avail = t->in_len - t->in_used;
+	size_t n = (size_t)sz < avail ? (size_t)sz : avail;
+
+	if (n == 0)
+		return WOLFSSL_CBIO_ERR_WANT_READ;
+	memcpy(buf, t->in + t->in_used, n);
+	t->in_used += n;
+	return (int)n;
+}
+
+static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+	struct tls_conn *t = arg;
+
+	/* Session writes were checked against the room (tls_write); a refusal
+	 * here is a handshake flight beyond limits.output_bytes_max. */
+	if (rm_conn_write_raw(t->c, buf, (size_t)sz) < 0) {
+		rm_warn(t->c->id, "TLS: %d bytes of records do not fit the output limit; closing", sz);
+		return WOLFSSL_CBIO_ERR_CONN_CLOSE;
+	}
+	return sz;
+}
+
+/* ---- the transport ------------------------------------------------------------------------- */
+
+static struct tls_conn *tls_new(struct rm_conn *c, WOLFSSL_CTX *ctx)
+{
+	struct tls_conn *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->ssl = wolfSSL_new(ctx);
+	if (t->ssl == NULL) {
+		free(t);
+		return NULL;
+	}
+	t->c = c;
+	wolfSSL_SSLSetIORecv(t->ssl, io_recv);
+	wolfSSL_SSLSetIOSend(t->ssl, io_send);
+	wolfSSL_SetIOReadCtx(t->ssl, t);
+	wolfSSL_SetIOWriteCtx(t->ssl, t);
+	return t;
+}
+
+static void count_handshake(struct tls_conn *t, bool on)
+{
+	uint32_t *n = &handshakes[rm_worker_index(t->c->worker)];
+
+	if (on && !t->counted) {
+		(*n)++;
+		t->counted = true;
+	} else if (!on && t->counted) {
+		RM_ASSERT(*n > 0);
+		(*n)--;
+		t->counted = false;
+	}
+}
+
+static bool handshakes_full(const struct rm_conn *c)
+{
+	return handshakes[rm_worker_index(c->worker)] >= rm_worker_config(c->worker)->limits.tls_handshakes_max;
+}
+
+static void handshake_done(struct tls_conn *t)
+{
+	struct rm_conn *c = t->c;
+	const char *sni = wolfSSL_get_servername(t->ssl, WOLFSSL_SNI_HOST_NAME);
+	char peer[64];
+
+	t->handshake_done = true;
+	count_handshake(t, false);
+	rm_info(c->id, "TLS %s %s sni=%s%s from %s", wolfSSL_get_version(t->ssl),
+		wolfSSL_get_cipher_name(t->ssl), sni != NULL && sni[0] != '\0' ? sni : "-",
+		wolfSSL_session_reused(t->ssl) ? " resumed" : "", rm_conn_peer_str(c, peer, sizeof(peer)));
+	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
+	if (t->open_deferred) {
+		t->open_deferred = false;
+		rm_conn_open_session(c);
+	}
+}
+
+/* Offer kept plaintext to the session; true when all of it was taken. */
+static bool offer_hold(struct tls_conn *t)
+{
+	struct rm_conn *c = t->c;
+
+	while (t->hold_off < t->hold_len && c->state == RM_CONN_OPEN) {
+		struct rm_rx rx = { .data = t->hold + t->hold_off, .len = t->hold_len - t->hold_off,
+				    .bid = RM_RX_NO_BUFFER };
+		size_t used = c->ops->on_data(c, &rx);
+
+		if (used == 0)
+			return false;
+		t->hold_off += used;
+	}
+	free(t->hold);
+	t->hold = NULL;
+	t->hold_len = t->hold_off = 0;
+	rm_conn_transport_held(c, false);
+	return true;
+}
+
+static void keep(struct tls_conn *t, const uint8_t *data, size_t len)
+{
+	t->hold = malloc(len);
+	if (t->hold == NULL) {
+		rm_conn_abort(t->c, -ENOMEM);
+		return;
+	}
+	memcpy(t->hold, data, len);
+	t->hold_len = len;
+	t->hold_off = 0;
+	rm_conn_transport_held(t->c, true);
+}
+
+/* Decrypt what wolfSSL has and hand it to the session, until it has no more or the session stops. */
+static void read_plain(struct tls_conn *t)
+{
+	struct rm_conn *c = t->c;
+	char why[TLS_REASON_BYTES];
+
+	for (unsigned n = 0; n < TLS_READS_PER_RX && c->state == RM_CONN_OPEN && t->hold == NULL; n++) {
+		int got = wolfSSL_read(t->ssl, plain, sizeof(plain));
+
+		if (got > 0) {
+			struct rm_rx rx = { .data = plain, .len = (size_t)got, .bid = RM_RX_NO_BUFFER };
+			size_t used = c->ops->on_data(c, &rx);
+
+			if (used < (size_t)got && c->state == RM_CONN_OPEN)
+				keep(t, plain + used, (size_t)got - used);
+			continue;
+		}
+		int err = wolfSSL_get_error(t->ssl, got);
+
+		if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE)
+			return;
+		if (err == WOLFSSL_ERROR_ZERO_RETURN)
+			return;		/* close_notify: the TCP EOF that follows ends the session */
+		rm_warn(c->id, "TLS read failed: %s", reason(t->ssl, got, why));
+		rm_conn_abort(c, -EPROTO);
+		return;
+	}
+}
+
+static size_t tls_rx(struct rm_conn *c, const struct rm_rx *rx)
+{
+	struct tls_conn *t = c->transport_state;
+	char why[TLS_REASON_BYTES];
+
+	if (t->hold != NULL)
+		return 0;		/* the session has not taken what came before */
+	t->in = rx->data;
+	t->in_len = rx->len;
+	t->in_used = 0;
+	if (!t->handshake_done) {
+		int ret = wolfSSL_accept(t->ssl);
+
+		if (ret != WOLFSSL_SUCCESS) {
+			int err = wolfSSL_get_error(t->ssl, ret);
+			char peer[64];
+
+			if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE)
+				goto out;
+			rm_warn(c->id, "TLS handshake with %s failed: %s", rm_conn_peer_str(c, peer, sizeof(peer)),
+				reason(t->ssl, ret, why));
+			/* Close, not abort: the alert wolfSSL queued tells the client why. */
+			rm_conn_close(c);
+			t->in_used = t->in_len;
+			goto out;
+		}
+		handshake_done(t);
+	}
+	read_plain(t);
+out:;
+	size_t used = t->in_used;
+
+	/* Nothing of rx may be read after this returns: the engine owns it again. */
+	t->in = NULL;
+	t->in_len = t->in_used = 0;
+	return used;
+}
+
+static void tls_resume(struct rm_conn *c)
+{
+	struct tls_conn *t = c->transport_state;
+
+	if (!offer_hold(t))
+		return;
+	/* wolfSSL may still have whole records buffered. */
+	if (t->handshake_done)
+		read_plain(t);
+}
+
+static size_t tls_room(const struct rm_conn *c, size_t raw)
+{
+	size_t overhead = (raw / TLS_RECORD_PLAIN_MAX + 1) * TLS_RECORD_OVERHEAD;
+	const struct tls_conn *t = c->transport_state;
+
+	if (!t->handshake_done)
+		return 0;
+	return raw > overhead ? raw - overhead : 0;
+}
+
+static int tls_write(struct rm_conn *c, const void *data, size_t len)
+{
+	struct tls_conn *t = c->transport_state;
+	char why[TLS_REASON_BYTES];
+	int ret;
+
+	if (len == 0)
+		return 0;
+	if (c->state != RM_CONN_OPEN || len > INT32_MAX || tls_room(c, rm_conn_output_room_raw(c)) < len)
+		return -ENOBUFS;
+	ret = wolfSSL_write(t->ssl, data, (int)len);
+	if (ret != (int)len) {
+		rm_warn(c->id, "TLS write failed: %s", reason(t->ssl, ret, why));
+		rm_conn_abort(c, -EPROTO);
+		return -EPIPE;
+	}
+	return 0;
+}
+
+static bool tls_timeout(struct rm_conn *c)
+{
+	struct tls_conn *t = c->transport_state;
+	char peer[64];
+
+	if (t->handshake_done)
+		return false;
+	rm_warn(c->id, "TLS handshake with %s timed out", rm_conn_peer_str(c, peer, sizeof(peer)));
+	rm_conn_abort(c, -ETIMEDOUT);
+	return true;
+}
+
+/* A clean end: close_notify (RFC 8446 6.1) goes out after what is queued. */
+static void tls_closing(struct rm_conn *c)
+{
+	struct tls_conn *t = c->transport_state;
+
+	if (t->handshake_done)
+		(void)wolfSSL_shutdown(t->ssl);	/* sends the alert; the peer's answer is not awaited */
+}
+
+static void tls_close(struct rm_conn *c)
+{
+	struct tls_conn *t = c->transport_state;
+
+	count_handshake(t, false);
+	wolfSSL_free(t->ssl);
+	free(t->hold);
+	free(t);
+}
+
+static const struct rm_transport_ops tls_ops = {
+	.on_rx = tls_rx,
+	.write = tls_write,
+	.output_room = tls_room,
+	.on_resume = tls_resume,
+	.on_timeout = tls_timeout,
+	.on_closing = tls_closing,
+	.on_close = tls_close,
+};
+
+/* ---- entry points ------------------------------------------------------------------------------- */
+
+static int start(struct rm_conn *c, bool open_deferred)
+{
+	WOLFSSL_CTX *ctx;
+	struct tls_conn *t;
+
+	if (c->transport == &tls_ops)
+		return -EALREADY;
+	if (c->listener_index < 0 || (ctx = servers[c->listener_index]) == NULL)
+		return -ENOPROTOOPT;
+	if (handshakes_full(c)) {
+		rm_warn(c->id, "TLS: %u handshakes in progress on this worker (limits.tls_handshakes_max); "
+			"refusing", handshakes[rm_worker_index(c->worker)]);
+		return -EBUSY;
+	}
+	t = tls_new(c, ctx);
+	if (t == NULL)
+		return -ENOMEM;
+	fp_cache_track();
+	t->open_deferred = open_deferred;
+	count_handshake(t, true);
+	rm_conn_set_transport(c, &tls_ops, t);
+	rm_conn_timer(c, rm_worker_config(c->worker)->limits.tls_handshake_timeout_ms);
+	return 0;
+}
+
+int rm_tls_attach_implicit(struct rm_conn *c, const struct rm_listener_config *l)
+{
+	int rc = start(c, true);
+
+	return rc < 0 ? rc : 1;
+}
+
+int rm_tls_starttls(struct rm_conn *c)
+{
+	int rc = c->transport == &tls_ops ? -EALREADY : 0;
+
+	if (rc == 0)
+		rc = start(c, false);
+	if (rc == 0)
+		rm_conn_discard_input(c);
+	return rc;
+}
+
+bool rm_tls_active(const struct rm_conn *c)
+{
+	return c->transport == &tls_ops && ((const struct tls_conn *)c->transport_state)->handshake_done;
+}
+
+const char *rm_tls_version(const struct rm_conn *c)
+{
+	return rm_tls_active(c) ? wolfSSL_get_version(((const struct tls_conn *)c->transport_state)->ssl) : NULL;
+}
+
+const char *rm_tls_cipher(const struct rm_conn *c)
+{
+	return rm_tls_active(c) ? wolfSSL_get_cipher_name(((const struct tls_conn *)c->transport_state)->ssl) : NULL;
+}
