@@ -348,13 +348,15 @@ static const struct limit_rule {
 	{ "spool_segments_max", offsetof(struct rm_limits, spool_segments_max), 4, 1048576, false },
 	{ "tls_handshake_timeout_ms", offsetof(struct rm_limits, tls_handshake_timeout_ms), 100, 600000, false },
 	{ "tls_handshakes_max", offsetof(struct rm_limits, tls_handshakes_max), 1, 1048576, false },
+	{ "tls_ticket_key_rotate_ms", offsetof(struct rm_limits, tls_ticket_key_rotate_ms), 1000, 604800000, false },
 };
 
 #define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, " \
 	"write_blocks_per_worker, output_bytes_max, line_length_max, idle_timeout_ms, " \
 	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog, spool_segment_bytes_max, " \
 	"spool_buffer_bytes, spool_commit_interval_ms, spool_commit_batch_max, spool_messages_max, " \
-	"spool_receiving_max, spool_segments_max, tls_handshake_timeout_ms, tls_handshakes_max"
+	"spool_receiving_max, spool_segments_max, tls_handshake_timeout_ms, tls_handshakes_max, " \
+	"tls_ticket_key_rotate_ms"
 
 static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 {
@@ -1007,6 +1009,7 @@ void rm_config_defaults(struct rm_config *cfg)
 		.spool_segments_max = 4096,
 		.tls_handshake_timeout_ms = 10000,
 		.tls_handshakes_max = 1024,
+		.tls_ticket_key_rotate_ms = 3600000,
 	};
 	cfg->listener_count = 0;
 }

@@ -409,6 +409,7 @@ int main(int argc, char **argv)
 		int sig = sigtimedwait(&sigs, &info, &wait);
 
 		free_retired(&daemon, &retired);
+		rm_tls_tick(rm_now_ms(), atomic_load(&daemon.config_ptr)->limits.tls_ticket_key_rotate_ms);
 		if (sig == SIGTERM || sig == SIGINT) {
 			if (!atomic_load(&daemon.stop_requested))
 				rm_info(0, "%s: stopping (no new connections; sessions have %u ms)",

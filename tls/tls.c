@@ -34,7 +34,9 @@
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/chacha20_poly1305.h>
 #include <wolfssl/wolfcrypt/ecc.h>
+#include <sys/random.h>
 
 #include "core/log.h"
 
@@ -67,6 +69,114 @@ static uint32_t handshakes[RM_WORKERS_MAX];	/* in progress, per worker (its own 
 static __thread uint8_t plain[TLS_RECORD_PLAIN_MAX];
 
 static const struct rm_transport_ops tls_ops;
+
+/*
+ * Session ticket keys, one set for the whole process so that a client
+ * resumes on whichever worker its next connection lands.  The main thread
+ * makes a new key every limits.tls_ticket_key_rotate_ms (rm_tls_tick) in the
+ * slot after the current one, then publishes it; workers encrypt with the
+ * current key and decrypt with the current or the previous one, so a ticket
+ * lives at most two periods (forward secrecy: an old key is overwritten).
+ * Three slots: the one being written is never one a worker may read.
+ */
+#define TICKET_KEYS 3
+#define TICKET_PLAIN_MAX 4096		/* a ticket's state; wolfSSL's are far smaller */
+
+struct ticket_key {
+	uint8_t name[WOLFSSL_TICKET_NAME_SZ];
+	uint8_t key[CHACHA20_POLY1305_AEAD_KEYSIZE];
+	uint64_t created_ms;
+};
+
+static struct ticket_key ticket_keys[TICKET_KEYS];
+static _Atomic uint32_t ticket_current;
+static _Atomic uint64_t ticket_rotations;
+static __thread uint8_t ticket_scratch[TICKET_PLAIN_MAX];
+
+static int random_bytes(void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	for (size_t got = 0, guard = 0; got < len && guard < 16; guard++) {
+		ssize_t n = getrandom(p + got, len - got, 0);
+
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n > 0)
+			got += (size_t)n;
+		if (guard == 15 && got < len)
+			return -EIO;
+	}
+	return 0;
+}
+
+static int ticket_key_make(struct ticket_key *k, uint64_t now_ms)
+{
+	if (random_bytes(k->name, sizeof(k->name)) < 0 || random_bytes(k->key, sizeof(k->key)) < 0)
+		return -1;
+	k->created_ms = now_ms;
+	return 0;
+}
+
+void rm_tls_tick(uint64_t now_ms, uint32_t rotate_ms)
+{
+	uint32_t cur = atomic_load_explicit(&ticket_current, memory_order_acquire);
+	uint32_t next = (cur + 1) % TICKET_KEYS;
+
+	if (now_ms - ticket_keys[cur].created_ms < rotate_ms)
+		return;
+	if (ticket_key_make(&ticket_keys[next], now_ms) < 0) {
+		rm_warn(0, "TLS: no randomness for a new ticket key; keeping the current one");
+		return;
+	}
+	atomic_store_explicit(&ticket_current, next, memory_order_release);
+	atomic_fetch_add_explicit(&ticket_rotations, 1, memory_order_relaxed);
+	rm_info(0, "TLS: session ticket key rotated");
+}
+
+/* wolfSSL's ticket callback: ChaCha20-Poly1305 with the key name as associated data. */
+static int ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
+		     unsigned char iv[WOLFSSL_TICKET_IV_SZ], unsigned char mac[WOLFSSL_TICKET_MAC_SZ],
+		     int enc, unsigned char *ticket, int in_len, int *out_len, void *arg)
+{
+	uint32_t cur = atomic_load_explicit(&ticket_current, memory_order_acquire);
+	const struct ticket_key *k = NULL;
+
+	if (in_len <= 0 || in_len > TICKET_PLAIN_MAX)
+		return WOLFSSL_TICKET_RET_REJECT;
+	if (enc) {
+		k = &ticket_keys[cur];
+		memcpy(name, k->name, WOLFSSL_TICKET_NAME_SZ);
+		if (random_bytes(iv, WOLFSSL_TICKET_IV_SZ) < 0)
+			return WOLFSSL_TICKET_RET_FATAL;
+		memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
+		if (wc_ChaCha20Poly1305_Encrypt(k->key, iv, name, WOLFSSL_TICKET_NAME_SZ, ticket, (word32)in_len,
+						ticket_scratch, mac) != 0)
+			return WOLFSSL_TICKET_RET_FATAL;
+		memcpy(ticket, ticket_scratch, (size_t)in_len);
+		*out_len = in_len;
+		return WOLFSSL_TICKET_RET_OK;
+	}
+	bool previous = false;
+
+	for (uint32_t back = 0; back < 2 && k == NULL; back++) {
+		const struct ticket_key *c = &ticket_keys[(cur + TICKET_KEYS - back) % TICKET_KEYS];
+
+		if (c->created_ms != 0 && memcmp(c->name, name, WOLFSSL_TICKET_NAME_SZ) == 0) {
+			k = c;
+			previous = back > 0;
+		}
+	}
+	if (k == NULL)
+		return WOLFSSL_TICKET_RET_REJECT;	/* older than two periods, or never ours */
+	if (wc_ChaCha20Poly1305_Decrypt(k->key, iv, name, WOLFSSL_TICKET_NAME_SZ, ticket, (word32)in_len, mac,
+					ticket_scratch) != 0)
+		return WOLFSSL_TICKET_RET_REJECT;
+	memcpy(ticket, ticket_scratch, (size_t)in_len);
+	*out_len = in_len;
+	/* A ticket of the previous key is good once more: give the client a fresh one. */
+	return previous ? WOLFSSL_TICKET_RET_CREATE : WOLFSSL_TICKET_RET_OK;
+}
 
 /*
  * Debian's wolfSSL keeps a per-thread cache of ECC fixed points (FP_ECC)
@@ -178,6 +288,7 @@ static WOLFSSL_CTX *server_new(const struct rm_listener_config *l, char *err, si
 	wolfSSL_CTX_set_servername_callback(ctx, sni_seen);
 	/* Resumption: tickets (TLS 1.2 RFC 5077, TLS 1.3 PSK) and the session cache. */
 	wolfSSL_CTX_UseSessionTicket(ctx);
+	wolfSSL_CTX_set_TicketEncCb(ctx, ticket_cb);
 	wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_SERVER);
 	return ctx;
 fail:
@@ -192,6 +303,10 @@ int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size)
 	if (!initialised) {
 		if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
 			snprintf(err, err_size, "cannot initialise wolfSSL");
+			return -1;
+		}
+		if (ticket_key_make(&ticket_keys[0], rm_now_ms()) < 0) {
+			snprintf(err, err_size, "no randomness for a session ticket key");
 			return -1;
 		}
 		initialised = true;

@@ -26,7 +26,10 @@
  *	(Debian's wolfSSL compiles in RC4, NULL and anonymous suites: none of
  *	them is ever offered; tls_ciphers may narrow the list, and a list that
  *	names anything but ECDHE+AEAD is refused).  Session tickets (TLS 1.2
- *	and 1.3) and the session cache give resumption.  It runs before the
+ *	and 1.3) and the session cache give resumption; ticket keys are the
+ *	process's own (ChaCha20-Poly1305), made new every
+ *	limits.tls_ticket_key_rotate_ms by rm_tls_tick from the main thread, and
+ *	a ticket is honoured under the current and the previous key only.  It runs before the
  *	workers start and for ringmaild -t; errors name the listener and file.
  *
  *	rm_tls_attach_implicit is the daemon's transport_attach for implicit-TLS
@@ -53,11 +56,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/config.h"
 #include "core/engine.h"
 
 int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size);
+void rm_tls_tick(uint64_t now_ms, uint32_t rotate_ms);
 int rm_tls_attach_implicit(struct rm_conn *c, const struct rm_listener_config *l);
 int rm_tls_starttls(struct rm_conn *c);
 bool rm_tls_active(const struct rm_conn *c);

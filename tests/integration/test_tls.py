@@ -304,3 +304,30 @@ def test_bad_certificates_refuse_to_load(tmp_path, certs):
     r = run_tool([str(RINGMAILD), "-t", "-c", str(write_conf(tmp_path, 'tls_cert = "%s"; tls_key = "%s";'
                                                               % (rsa_cert, rsa_key)))])
     assert r.returncode == 0, r.stderr
+
+
+def test_ticket_keys_rotate(ringmaild, certs):
+    """Ticket keys rotate on schedule (here every second): a TLS 1.3 ticket
+    resumes under the current and the previous key, and not once the key that
+    made it has been replaced twice."""
+    d = tls_daemon(ringmaild, certs, limits={"tls_ticket_key_rotate_ms": 1000})
+    ctx = client_ctx(ssl.TLSVersion.TLSv1_3)
+
+    def connect(session=None):
+        with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="rot.test", session=session) as s:
+                assert recv_until(s, b"\r\n") == GREETING
+                echo_roundtrip(s, 5)
+                return s.session, s.session_reused
+
+    session, reused = connect()
+    assert not reused
+    _, reused = connect(session)
+    assert reused, "a fresh ticket must resume"
+    d.wait_log(r"TLS: session ticket key rotated")
+    mark = d.mark()
+    d.wait_log(r"TLS: session ticket key rotated", since=mark, timeout=5)
+    mark = d.mark()
+    d.wait_log(r"TLS: session ticket key rotated", since=mark, timeout=5)
+    _, reused = connect(session)
+    assert not reused, "a ticket older than two key periods must not resume"
