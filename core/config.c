@@ -412,7 +412,77 @@ static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 /* ---------------------------------------------------------- listeners */
 
 #define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms, backend, " \
-	"tls_cert, tls_key, tls_ciphers, tls_min_version"
+	"tls_cert, tls_key, tls_ciphers, tls_min_version, tls_sni"
+
+/* A host name for SNI: letters, digits, '-', '.', optionally "*." first. */
+static bool sni_name_ok(const char *n)
+{
+	size_t len = strlen(n);
+
+	if (len == 0 || len >= sizeof(((struct rm_tls_sni_config *)0)->name))
+		return false;
+	if (n[0] == '*') {
+		if (n[1] != '.' || n[2] == '\0')
+			return false;
+		n += 2;
+	}
+	for (; *n != '\0'; n++)
+		if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
+		      *n == '-' || *n == '.'))
+			return false;
+	return true;
+}
+
+/* tls_sni = ( { name = "..."; cert = "..."; key = "..."; }, ... ) */
+static int parse_tls_sni(struct load_ctx *ctx, const config_setting_t *list, struct rm_listener_config *l,
+			 const char *label)
+{
+	unsigned line = config_setting_source_line(list);
+	int count;
+
+	if (config_setting_type(list) != CONFIG_TYPE_LIST)
+		return fail(ctx, line, "%s: must be a list ( { name = \"...\"; cert = \"...\"; key = \"...\"; }, ... )",
+			    label);
+	count = config_setting_length(list);
+	if (count > RM_TLS_SNI_MAX)
+		return fail(ctx, line, "%s: at most %d entries", label, RM_TLS_SNI_MAX);
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+		struct rm_tls_sni_config *e = &l->tls_sni[i];
+		char elabel[96];
+		const char *v;
+
+		snprintf(elabel, sizeof(elabel), "%s[%d]", label, i);
+		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+			return fail(ctx, config_setting_source_line(g), "%s: must be a group { name; cert; key; }", elabel);
+		memset(e, 0, sizeof(*e));
+		for (int k = 0; k < config_setting_length(g); k++) {
+			const config_setting_t *f = config_setting_get_elem(g, (unsigned)k);
+			const char *fname = config_setting_name(f);
+			char *dst = strcmp(fname, "name") == 0 ? e->name : strcmp(fname, "cert") == 0 ? e->cert :
+				    strcmp(fname, "key") == 0 ? e->key : NULL;
+			size_t size = dst == e->name ? sizeof(e->name) : sizeof(e->cert);
+
+			if (dst == NULL)
+				return fail(ctx, config_setting_source_line(f),
+					    "%s: unknown setting '%s' (known: name, cert, key)", elabel, fname);
+			if (get_string(ctx, f, elabel, dst, size) != 0)
+				return -1;
+		}
+		v = e->name;
+		if (!sni_name_ok(v))
+			return fail(ctx, config_setting_source_line(g),
+				    "%s: name = \"%s\": must be a host name or *.domain", elabel, v);
+		if (e->cert[0] == '\0' || e->key[0] == '\0')
+			return fail(ctx, config_setting_source_line(g), "%s: needs cert and key", elabel);
+		for (int j = 0; j < i; j++)
+			if (strcasecmp(l->tls_sni[j].name, e->name) == 0)
+				return fail(ctx, config_setting_source_line(g), "%s: name \"%s\" given twice", elabel,
+					    e->name);
+	}
+	l->tls_sni_count = (uint32_t)count;
+	return 0;
+}
 
 /* "127.0.0.1:25" or "[::1]:25", numeric only: a listener's backend is no DNS name. */
 static bool parse_host_port(const char *text, struct sockaddr_storage *ss, socklen_t *len)
@@ -559,6 +629,8 @@ static int parse_listener_field(struct load_ctx *ctx, const config_setting_t *s,
 		return get_string(ctx, s, label, l->tls_key, sizeof(l->tls_key));
 	if (strcmp(key, "tls_ciphers") == 0)
 		return get_string(ctx, s, label, l->tls_ciphers, sizeof(l->tls_ciphers));
+	if (strcmp(key, "tls_sni") == 0)
+		return parse_tls_sni(ctx, s, l, label);
 	if (strcmp(key, "tls_min_version") == 0) {
 		static const char *const versions[] = { "1.2", "1.3" };
 
@@ -655,7 +727,7 @@ static int parse_listener(struct load_ctx *ctx, const config_setting_t *group, s
 		return fail(ctx, line, "%s: tls = \"%s\" needs tls_cert and tls_key (PEM files)", who,
 			    rm_tls_mode_name(l->tls));
 	if (l->tls == RM_TLS_NONE && (l->tls_cert[0] != '\0' || l->tls_key[0] != '\0' ||
-				      l->tls_ciphers[0] != '\0' || l->tls_min_version != 0))
+				      l->tls_ciphers[0] != '\0' || l->tls_min_version != 0 || l->tls_sni_count != 0))
 		return fail(ctx, line, "%s: tls_* settings need tls = \"starttls\" or \"implicit\"", who);
 	if (l->tls != RM_TLS_NONE && l->tls_min_version == 0)
 		l->tls_min_version = 0x0303;

@@ -37,6 +37,14 @@ enum rm_log_level { RM_LOG_ERROR = 0, RM_LOG_WARN, RM_LOG_INFO, RM_LOG_DEBUG };
 
 enum rm_tls_mode { RM_TLS_NONE = 0, RM_TLS_STARTTLS, RM_TLS_IMPLICIT };
 
+#define RM_TLS_SNI_MAX 8		/* extra certificates per listener, chosen by SNI */
+
+struct rm_tls_sni_config {
+	char name[128];			/* "mx.example.com" or "*.example.com" (one label) */
+	char cert[256];
+	char key[256];
+};
+
 struct rm_listener_config {
 	char name[RM_NAME_MAX];
 	char protocol[RM_NAME_MAX];	/* "echo", "relay"; smtp/imap/pop3 later */
@@ -49,6 +57,8 @@ struct rm_listener_config {
 	char tls_key[256];		/* PEM private key (RSA or ECDSA) */
 	char tls_ciphers[512];		/* "" = the built-in ECDHE+AEAD list (tls/tls.c) */
 	uint16_t tls_min_version;	/* 0x0303 (TLS 1.2, default) or 0x0304 (1.3 only) */
+	uint32_t tls_sni_count;
+	struct rm_tls_sni_config tls_sni[RM_TLS_SNI_MAX];	/* tls_cert/tls_key serve any other name */
 	struct sockaddr_storage backend_addr;
 	socklen_t backend_addr_len;
 	int config_line;		/* where it was defined, for later messages */

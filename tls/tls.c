@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <pthread.h>
 
@@ -64,7 +65,15 @@ struct tls_conn {
 	bool counted;			/* in the worker's handshakes-in-progress count */
 };
 
-static WOLFSSL_CTX *servers[RM_LISTENERS_MAX];	/* by listener index; built before workers start */
+/* Per listener: the default context, and one per SNI entry (same settings, its own certificate). */
+struct tls_server {
+	WOLFSSL_CTX *ctx;
+	uint32_t sni_count;
+	char sni_name[RM_TLS_SNI_MAX][128];
+	WOLFSSL_CTX *sni_ctx[RM_TLS_SNI_MAX];
+};
+
+static struct tls_server servers[RM_LISTENERS_MAX];	/* by listener index; built before workers start */
 static uint32_t handshakes[RM_WORKERS_MAX];	/* in progress, per worker (its own slot only) */
 static __thread uint8_t plain[TLS_RECORD_PLAIN_MAX];
 
@@ -244,12 +253,43 @@ static bool ciphers_allowed(const char *list, char *bad, size_t bad_size)
 	return true;
 }
 
-static int sni_seen(WOLFSSL *ssl, int *alert, void *arg)
+/* "*.example.com" matches "mx.example.com", not "example.com" nor "a.b.example.com". */
+static bool sni_matches(const char *pattern, const char *name)
 {
-	return 0;	/* SSL_TLSEXT_ERR_OK */
+	if (pattern[0] == '*') {
+		const char *dot = strchr(name, '.');
+
+		return dot != NULL && dot != name && strcasecmp(dot + 1, pattern + 2) == 0;
+	}
+	return strcasecmp(pattern, name) == 0;
 }
 
-static WOLFSSL_CTX *server_new(const struct rm_listener_config *l, char *err, size_t err_size)
+/*
+ * The client named a host: serve that host's certificate if the listener has
+ * one (exact names before wildcards), else the default.  Any name is accepted;
+ * it is recorded for the log either way.
+ */
+static int sni_select(WOLFSSL *ssl, int *alert, void *arg)
+{
+	const struct tls_server *srv = arg;
+	const char *name = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
+
+	if (name == NULL || srv == NULL)
+		return 0;	/* SSL_TLSEXT_ERR_OK */
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t i = 0; i < srv->sni_count; i++) {
+			if ((srv->sni_name[i][0] == '*') != (pass == 1) || !sni_matches(srv->sni_name[i], name))
+				continue;
+			if (wolfSSL_set_SSL_CTX(ssl, srv->sni_ctx[i]) == NULL)
+				return 2;	/* SSL_TLSEXT_ERR_ALERT_FATAL */
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static WOLFSSL_CTX *server_new(const struct rm_listener_config *l, const char *cert, const char *key,
+			       char *err, size_t err_size)
 {
 	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
 	const char *ciphers = l->tls_ciphers[0] != '\0' ? l->tls_ciphers : tls_default_ciphers;
@@ -269,23 +309,21 @@ static WOLFSSL_CTX *server_new(const struct rm_listener_config *l, char *err, si
 		snprintf(err, err_size, "listener '%s': cannot set the TLS version or cipher list", l->name);
 		goto fail;
 	}
-	if (wolfSSL_CTX_use_certificate_chain_file(ctx, l->tls_cert) != WOLFSSL_SUCCESS) {
+	if (wolfSSL_CTX_use_certificate_chain_file(ctx, cert) != WOLFSSL_SUCCESS) {
 		snprintf(err, err_size, "listener '%s': tls_cert %s: cannot load a PEM certificate chain",
-			 l->name, l->tls_cert);
+			 l->name, cert);
 		goto fail;
 	}
-	if (wolfSSL_CTX_use_PrivateKey_file(ctx, l->tls_key, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+	if (wolfSSL_CTX_use_PrivateKey_file(ctx, key, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
 		snprintf(err, err_size, "listener '%s': tls_key %s: cannot load a PEM private key",
-			 l->name, l->tls_key);
+			 l->name, key);
 		goto fail;
 	}
 	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
 		snprintf(err, err_size, "listener '%s': tls_key %s does not match tls_cert %s", l->name,
-			 l->tls_key, l->tls_cert);
+			 key, cert);
 		goto fail;
 	}
-	/* Any SNI is accepted and recorded (for the log; certificate choice by SNI is to come). */
-	wolfSSL_CTX_set_servername_callback(ctx, sni_seen);
 	/* Resumption: tickets (TLS 1.2 RFC 5077, TLS 1.3 PSK) and the session cache. */
 	wolfSSL_CTX_UseSessionTicket(ctx);
 	wolfSSL_CTX_set_TicketEncCb(ctx, ticket_cb);
@@ -316,11 +354,21 @@ int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size)
 
 		if (l->tls == RM_TLS_NONE)
 			continue;
-		WOLFSSL_CTX *ctx = server_new(l, err, err_size);
+		struct tls_server *srv = &servers[i];
 
-		if (ctx == NULL)
+		srv->ctx = server_new(l, l->tls_cert, l->tls_key, err, err_size);
+		if (srv->ctx == NULL)
 			return -1;
-		servers[i] = ctx;
+		for (uint32_t k = 0; k < l->tls_sni_count; k++) {
+			srv->sni_ctx[k] = server_new(l, l->tls_sni[k].cert, l->tls_sni[k].key, err, err_size);
+			if (srv->sni_ctx[k] == NULL)
+				return -1;
+			snprintf(srv->sni_name[k], sizeof(srv->sni_name[k]), "%s", l->tls_sni[k].name);
+			srv->sni_count = k + 1;
+		}
+		/* Only the context a connection starts with sees the ClientHello's SNI. */
+		wolfSSL_CTX_set_servername_callback(srv->ctx, sni_select);
+		wolfSSL_CTX_set_servername_arg(srv->ctx, srv);
 	}
 	return 0;
 }
@@ -602,7 +650,7 @@ static int start(struct rm_conn *c, bool open_deferred)
 
 	if (c->transport == &tls_ops)
 		return -EALREADY;
-	if (c->listener_index < 0 || (ctx = servers[c->listener_index]) == NULL)
+	if (c->listener_index < 0 || (ctx = servers[c->listener_index].ctx) == NULL)
 		return -ENOPROTOOPT;
 	if (handshakes_full(c)) {
 		rm_warn(c->id, "TLS: %u handshakes in progress on this worker (limits.tls_handshakes_max); "

@@ -88,6 +88,11 @@ DEFAULT_LIMITS = {
 
 
 def _value(v):
+    """libconfig text of a value: lists of dicts become lists of groups."""
+    if isinstance(v, list):
+        return "( " + ", ".join(_value(x) for x in v) + " )"
+    if isinstance(v, dict):
+        return "{ " + " ".join("%s = %s;" % (k, _value(x)) for k, x in v.items()) + " }"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):

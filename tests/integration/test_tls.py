@@ -331,3 +331,27 @@ def test_ticket_keys_rotate(ringmaild, certs):
     d.wait_log(r"TLS: session ticket key rotated", since=mark, timeout=5)
     _, reused = connect(session)
     assert not reused, "a ticket older than two key periods must not resume"
+
+
+def test_sni_chooses_the_certificate(ringmaild, certs):
+    d_ = certs["dir"]
+    a = make_cert(d_, "sni-a", cn="a.sni.test")
+    w = make_cert(d_, "sni-w", kind="rsa", cn="*.wild.sni.test")
+    sni = [{"name": "a.sni.test", "cert": str(a[0]), "key": str(a[1])},
+           {"name": "*.wild.sni.test", "cert": str(w[0]), "key": str(w[1])}]
+    d = tls_daemon(ringmaild, certs, tls_sni=sni)
+
+    def served(name):
+        with socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10) as raw:
+            with client_ctx().wrap_socket(raw, server_hostname=name) as s:
+                assert recv_until(s, b"\r\n") == GREETING
+                return s.getpeercert(binary_form=True)
+
+    der = lambda path: ssl.PEM_cert_to_DER_cert(path.read_text())
+    assert served("a.sni.test") == der(a[0])
+    assert served("A.SNI.TEST") == der(a[0])
+    assert served("mx.wild.sni.test") == der(w[0])
+    assert served("wild.sni.test") == der(certs["ec"][0])        # a wildcard is one label, not zero
+    assert served("b.mx.wild.sni.test") == der(certs["ec"][0])   # ... nor two
+    assert served("other.test") == der(certs["ec"][0])
+    d.wait_log(r"TLS TLSv1\.3 \S+ sni=mx\.wild\.sni\.test from")

@@ -539,6 +539,30 @@ static void test_listener_tls(void **state)
 	assert_int_equal(cfg.listeners[0].tls, RM_TLS_IMPLICIT);
 	assert_string_equal(cfg.listeners[0].tls_cert, "/c.pem");
 	assert_int_equal(cfg.listeners[0].tls_min_version, 0x0303);
+	load_ok(&cfg, "listeners = (\n"
+		"  { name = \"s\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 465;\n"
+		"    tls = \"implicit\"; tls_cert = \"/c.pem\"; tls_key = \"/k.pem\";\n"
+		"    tls_sni = ( { name = \"mx.example.com\"; cert = \"/mx.pem\"; key = \"/mx.key\"; },\n"
+		"                { name = \"*.example.org\"; cert = \"/w.pem\"; key = \"/w.key\"; } ); }\n"
+		");\n");
+	assert_int_equal(cfg.listeners[0].tls_sni_count, 2);
+	assert_string_equal(cfg.listeners[0].tls_sni[1].name, "*.example.org");
+	assert_string_equal(cfg.listeners[0].tls_sni[1].key, "/w.key");
+	load_fail("listeners = (\n"
+		  "  { name = \"s\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 465;\n"
+		  "    tls = \"implicit\"; tls_cert = \"/c\"; tls_key = \"/k\";\n"
+		  "    tls_sni = ( { name = \"bad name\"; cert = \"/a\"; key = \"/b\"; } ); }\n"
+		  ");\n", 4, "tls_sni[0]: name = \"bad name\": must be a host name or *.domain");
+	load_fail("listeners = (\n"
+		  "  { name = \"s\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 465;\n"
+		  "    tls = \"implicit\"; tls_cert = \"/c\"; tls_key = \"/k\";\n"
+		  "    tls_sni = ( { name = \"a.b\"; cert = \"/a\"; } ); }\n"
+		  ");\n", 4, "tls_sni[0]: needs cert and key");
+	load_fail("listeners = (\n"
+		  "  { name = \"s\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 465;\n"
+		  "    tls = \"implicit\"; tls_cert = \"/c\"; tls_key = \"/k\";\n"
+		  "    tls_sni = ( { name = \"a.b\"; cert = \"/a\"; key = \"/k\"; pin = \"x\"; } ); }\n"
+		  ");\n", 4, "unknown setting 'pin' (known: name, cert, key)");
 	load_fail("listeners = (\n"
 		  "  { name = \"sub\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 587;\n"
 		  "    tls = \"yes\"; }\n"
