@@ -238,6 +238,7 @@ static void merge_reload(const struct rm_config *old, struct rm_config *next, ch
 
 struct retired {
 	struct rm_config *cfg[RM_RETIRED_MAX];
+	void *tls[RM_RETIRED_MAX];	/* TLS context tables replaced by the same reload */
 	unsigned count;
 };
 
@@ -263,6 +264,7 @@ static void reload(struct rm_daemon *d, struct retired *retired)
 	}
 	merge_reload(old, next, applied, sizeof(applied));
 	atomic_store_explicit(&d->config_ptr, next, memory_order_release);
+	retired->tls[retired->count] = rm_tls_reload(next);
 	retired->cfg[retired->count++] = old;
 	rm_daemon_notify_reload(d);
 	/* Logged at the more verbose of the two levels, so that a reload that
@@ -279,6 +281,7 @@ static void free_retired(const struct rm_daemon *d, struct retired *retired)
 	for (unsigned i = 0; i < retired->count; i++) {
 		rm_config_free(retired->cfg[i]);
 		free(retired->cfg[i]);
+		rm_tls_retire(retired->tls[i]);
 	}
 	retired->count = 0;
 }
@@ -423,6 +426,7 @@ int main(int argc, char **argv)
 			break;
 	}
 	rm_daemon_join(&daemon);
+	rm_tls_shutdown();
 	rm_info(0, "stopped");
 	return 0;
 fail:

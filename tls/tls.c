@@ -55,6 +55,7 @@ static const char tls_default_ciphers[] =
 
 struct tls_conn {
 	WOLFSSL *ssl;
+	struct tls_server *srv;		/* referenced until the handshake is over */
 	struct rm_conn *c;
 	const uint8_t *in;		/* received bytes being offered to wolfSSL */
 	size_t in_len, in_used;
@@ -65,15 +66,27 @@ struct tls_conn {
 	bool counted;			/* in the worker's handshakes-in-progress count */
 };
 
-/* Per listener: the default context, and one per SNI entry (same settings, its own certificate). */
+/*
+ * Per listener: the default context, and one per SNI entry (same settings,
+ * its own certificate).  Counted: the table holds one reference and every
+ * handshake in progress one (its SNI callback reads the struct), so a reload
+ * can retire a table while old handshakes finish; wolfSSL counts its own
+ * references to each context for the connections that keep using it.
+ */
 struct tls_server {
+	_Atomic uint32_t refs;
 	WOLFSSL_CTX *ctx;
 	uint32_t sni_count;
 	char sni_name[RM_TLS_SNI_MAX][128];
 	WOLFSSL_CTX *sni_ctx[RM_TLS_SNI_MAX];
 };
 
-static struct tls_server servers[RM_LISTENERS_MAX];	/* by listener index; built before workers start */
+/* The contexts by listener index: replaced whole on reload (rm_tls_reload). */
+struct tls_table {
+	struct tls_server *servers[RM_LISTENERS_MAX];
+};
+
+static _Atomic(struct tls_table *) tls_current;
 static uint32_t handshakes[RM_WORKERS_MAX];	/* in progress, per worker (its own slot only) */
 static __thread uint8_t plain[TLS_RECORD_PLAIN_MAX];
 
@@ -334,9 +347,60 @@ fail:
 	return NULL;
 }
 
+static void server_unref(struct tls_server *srv)
+{
+	if (srv == NULL || atomic_fetch_sub_explicit(&srv->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	wolfSSL_CTX_free(srv->ctx);
+	for (uint32_t k = 0; k < srv->sni_count; k++)
+		wolfSSL_CTX_free(srv->sni_ctx[k]);
+	free(srv);
+}
+
+static struct tls_server *server_build(const struct rm_listener_config *l, char *err, size_t err_size)
+{
+	struct tls_server *srv = calloc(1, sizeof(*srv));
+
+	if (srv == NULL) {
+		snprintf(err, err_size, "listener '%s': out of memory", l->name);
+		return NULL;
+	}
+	atomic_init(&srv->refs, 1);
+	srv->ctx = server_new(l, l->tls_cert, l->tls_key, err, err_size);
+	if (srv->ctx == NULL) {
+		free(srv);
+		return NULL;
+	}
+	for (uint32_t k = 0; k < l->tls_sni_count; k++) {
+		srv->sni_ctx[k] = server_new(l, l->tls_sni[k].cert, l->tls_sni[k].key, err, err_size);
+		if (srv->sni_ctx[k] == NULL) {
+			server_unref(srv);
+			return NULL;
+		}
+		snprintf(srv->sni_name[k], sizeof(srv->sni_name[k]), "%s", l->tls_sni[k].name);
+		srv->sni_count = k + 1;
+	}
+	/* Only the context a connection starts with sees the ClientHello's SNI. */
+	wolfSSL_CTX_set_servername_callback(srv->ctx, sni_select);
+	wolfSSL_CTX_set_servername_arg(srv->ctx, srv);
+	return srv;
+}
+
+void rm_tls_retire(void *table)
+{
+	struct tls_table *t = table;
+
+	if (t == NULL)
+		return;
+	for (uint32_t i = 0; i < RM_LISTENERS_MAX; i++)
+		server_unref(t->servers[i]);
+	free(t);
+}
+
 int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size)
 {
 	static bool initialised;
+	struct tls_table *table;
 
 	if (!initialised) {
 		if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
@@ -349,28 +413,57 @@ int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size)
 		}
 		initialised = true;
 	}
+	table = calloc(1, sizeof(*table));
+	if (table == NULL) {
+		snprintf(err, err_size, "out of memory");
+		return -1;
+	}
+	for (uint32_t i = 0; i < cfg->listener_count; i++) {
+		if (cfg->listeners[i].tls == RM_TLS_NONE)
+			continue;
+		table->servers[i] = server_build(&cfg->listeners[i], err, err_size);
+		if (table->servers[i] == NULL) {
+			rm_tls_retire(table);
+			return -1;
+		}
+	}
+	rm_tls_retire(atomic_exchange(&tls_current, table));
+	return 0;
+}
+
+void rm_tls_shutdown(void)
+{
+	rm_tls_retire(atomic_exchange(&tls_current, NULL));
+}
+
+void *rm_tls_reload(const struct rm_config *cfg)
+{
+	struct tls_table *old = atomic_load(&tls_current), *table = calloc(1, sizeof(*table));
+	char err[512];
+
+	if (table == NULL || old == NULL) {
+		free(table);
+		return NULL;
+	}
 	for (uint32_t i = 0; i < cfg->listener_count; i++) {
 		const struct rm_listener_config *l = &cfg->listeners[i];
 
 		if (l->tls == RM_TLS_NONE)
 			continue;
-		struct tls_server *srv = &servers[i];
-
-		srv->ctx = server_new(l, l->tls_cert, l->tls_key, err, err_size);
-		if (srv->ctx == NULL)
-			return -1;
-		for (uint32_t k = 0; k < l->tls_sni_count; k++) {
-			srv->sni_ctx[k] = server_new(l, l->tls_sni[k].cert, l->tls_sni[k].key, err, err_size);
-			if (srv->sni_ctx[k] == NULL)
-				return -1;
-			snprintf(srv->sni_name[k], sizeof(srv->sni_name[k]), "%s", l->tls_sni[k].name);
-			srv->sni_count = k + 1;
+		table->servers[i] = server_build(l, err, sizeof(err));
+		if (table->servers[i] != NULL) {
+			rm_info(0, "reload: TLS certificates of listener '%s' loaded (%s%s)", l->name, l->tls_cert,
+				l->tls_sni_count ? " and its tls_sni entries" : "");
+			continue;
 		}
-		/* Only the context a connection starts with sees the ClientHello's SNI. */
-		wolfSSL_CTX_set_servername_callback(srv->ctx, sni_select);
-		wolfSSL_CTX_set_servername_arg(srv->ctx, srv);
+		rm_error(0, "reload: %s; listener '%s' keeps the certificates in use", err, l->name);
+		table->servers[i] = old->servers[i];
+		if (table->servers[i] != NULL)
+			atomic_fetch_add_explicit(&table->servers[i]->refs, 1, memory_order_relaxed);
 	}
-	return 0;
+	/* The old table goes once every worker has taken the reload (see ringmaild.c). */
+	atomic_store_explicit(&tls_current, table, memory_order_release);
+	return old;
 }
 
 /* ---- wolfSSL's I/O, over the connection ----------------------------------------------------- */
@@ -449,6 +542,8 @@ static void handshake_done(struct tls_conn *t)
 
 	t->handshake_done = true;
 	count_handshake(t, false);
+	server_unref(t->srv);	/* the SNI callback has run */
+	t->srv = NULL;
 	rm_info(c->id, "TLS %s %s sni=%s%s from %s", wolfSSL_get_version(t->ssl),
 		wolfSSL_get_cipher_name(t->ssl), sni != NULL && sni[0] != '\0' ? sni : "-",
 		wolfSSL_session_reused(t->ssl) ? " resumed" : "", rm_conn_peer_str(c, peer, sizeof(peer)));
@@ -627,6 +722,7 @@ static void tls_close(struct rm_conn *c)
 
 	count_handshake(t, false);
 	wolfSSL_free(t->ssl);
+	server_unref(t->srv);
 	free(t->hold);
 	free(t);
 }
@@ -645,21 +741,24 @@ static const struct rm_transport_ops tls_ops = {
 
 static int start(struct rm_conn *c, bool open_deferred)
 {
-	WOLFSSL_CTX *ctx;
+	struct tls_table *table = atomic_load_explicit(&tls_current, memory_order_acquire);
+	struct tls_server *srv;
 	struct tls_conn *t;
 
 	if (c->transport == &tls_ops)
 		return -EALREADY;
-	if (c->listener_index < 0 || (ctx = servers[c->listener_index].ctx) == NULL)
+	if (c->listener_index < 0 || table == NULL || (srv = table->servers[c->listener_index]) == NULL)
 		return -ENOPROTOOPT;
 	if (handshakes_full(c)) {
 		rm_warn(c->id, "TLS: %u handshakes in progress on this worker (limits.tls_handshakes_max); "
 			"refusing", handshakes[rm_worker_index(c->worker)]);
 		return -EBUSY;
 	}
-	t = tls_new(c, ctx);
+	t = tls_new(c, srv->ctx);
 	if (t == NULL)
 		return -ENOMEM;
+	atomic_fetch_add_explicit(&srv->refs, 1, memory_order_relaxed);
+	t->srv = srv;
 	fp_cache_track();
 	t->open_deferred = open_deferred;
 	count_handshake(t, true);

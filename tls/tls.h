@@ -44,6 +44,12 @@
  *	-EALREADY (TLS already active), -ENOPROTOOPT (no TLS on this listener),
  *	-EBUSY (limits.tls_handshakes_max handshakes in progress on this worker).
  *
+ *	rm_tls_reload (SIGHUP, main thread) loads every TLS listener's files
+ *	again into a new table and publishes it for new connections; a listener
+ *	whose new files do not load keeps the contexts it has, and the log says
+ *	why.  Connections keep the context they started with.  The old table is
+ *	returned, to rm_tls_retire once every worker has taken the reload.
+ *
  *	A handshake must finish within limits.tls_handshake_timeout_ms; one
  *	that fails is logged with wolfSSL's reason and the connection closed.
  *	Each completed handshake logs one line: version, cipher, SNI, resumed
@@ -63,6 +69,9 @@
 
 int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size);
 void rm_tls_tick(uint64_t now_ms, uint32_t rotate_ms);
+void *rm_tls_reload(const struct rm_config *cfg);
+void rm_tls_retire(void *table);
+void rm_tls_shutdown(void);	/* after the workers are gone */
 int rm_tls_attach_implicit(struct rm_conn *c, const struct rm_listener_config *l);
 int rm_tls_starttls(struct rm_conn *c);
 bool rm_tls_active(const struct rm_conn *c);

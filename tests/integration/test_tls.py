@@ -9,6 +9,7 @@ commands pipelined after STARTTLS (dropped, never read as if sent over TLS),
 and certificates or cipher lists that must not load.
 """
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -355,3 +356,43 @@ def test_sni_chooses_the_certificate(ringmaild, certs):
     assert served("b.mx.wild.sni.test") == der(certs["ec"][0])   # ... nor two
     assert served("other.test") == der(certs["ec"][0])
     d.wait_log(r"TLS TLSv1\.3 \S+ sni=mx\.wild\.sni\.test from")
+
+
+def test_sighup_reloads_certificates_without_dropping_connections(ringmaild, certs, tmp_path):
+    one, two = make_cert(tmp_path, "one", cn="one.test"), make_cert(tmp_path, "two", cn="two.test")
+    cert, key = tmp_path / "live.crt", tmp_path / "live.key"
+    cert.write_bytes(one[0].read_bytes())
+    key.write_bytes(one[1].read_bytes())
+    d = ringmaild(listeners=[dict(name="implicit", protocol="echo", idle_timeout_ms=0, tls="implicit",
+                                  tls_cert=str(cert), tls_key=str(key))])
+    der = lambda path: ssl.PEM_cert_to_DER_cert(path.read_text())
+
+    def connect():
+        raw = socket.create_connection(("127.0.0.1", d.port("implicit")), timeout=10)
+        s = client_ctx().wrap_socket(raw, server_hostname="reload.test")
+        assert recv_until(s, b"\r\n") == GREETING
+        return s
+
+    old = connect()
+    assert old.getpeercert(binary_form=True) == der(one[0])
+    # The files are replaced (as a renewal does) and the daemon told.
+    cert.write_bytes(two[0].read_bytes())
+    key.write_bytes(two[1].read_bytes())
+    mark = d.mark()
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reload: TLS certificates of listener 'implicit' loaded", since=mark)
+    new = connect()
+    assert new.getpeercert(binary_form=True) == der(two[0])
+    echo_roundtrip(old, 50)             # the connection from before the reload goes on
+    echo_roundtrip(new, 50)
+    # A broken file: the reload says why and the certificate in use keeps serving.
+    cert.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    mark = d.mark()
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reload: listener 'implicit': tls_cert \S+: cannot load a PEM certificate chain; "
+               r"listener 'implicit' keeps the certificates in use", since=mark)
+    third = connect()
+    assert third.getpeercert(binary_form=True) == der(two[0])
+    for s in (old, new, third):
+        echo_roundtrip(s, 10)
+        s.close()
