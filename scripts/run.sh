@@ -4,10 +4,20 @@
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p var
+# The dev TLS listeners need a certificate: a self-signed one, made once.
+if [ ! -s var/tls/dev.crt ] || [ ! -s var/tls/dev.key ]; then
+	mkdir -p var/tls
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
+		-subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+		-keyout var/tls/dev.key -out var/tls/dev.crt 2>/dev/null
+	chmod 600 var/tls/dev.key
+	echo "make run: made a self-signed certificate, var/tls/dev.crt"
+fi
 build/ringmaild -t -c configs/dev.conf
 cat <<'MSG'
 ringmail dev instance (configs/dev.conf), all on 127.0.0.1; Ctrl-C stops it gracefully.
   echo (engine health check):  printf 'hello\r\nQUIT\r\n' | nc 127.0.0.1 2007
+  echo over TLS:               openssl s_client -quiet -connect 127.0.0.1:2017
   spool a message:             printf 'MSG 5 you@dev.test\r\nhello' | nc -q 2 127.0.0.1 2008
   the queue:                   build/ringmailctl -c configs/dev.conf queue
   daemon counters:             build/ringmailctl -c configs/dev.conf stats
