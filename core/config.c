@@ -285,6 +285,17 @@ const char *rm_log_level_name(enum rm_log_level level)
 	return log_level_names[level];
 }
 
+const char *rm_tls_policy_name(enum rm_tls_policy policy)
+{
+	switch (policy) {
+	case RM_TLS_POLICY_NONE: return "none";
+	case RM_TLS_POLICY_MAY: return "may";
+	case RM_TLS_POLICY_ENCRYPT: return "encrypt";
+	case RM_TLS_POLICY_VERIFY: return "verify";
+	}
+	return "?";
+}
+
 const char *rm_tls_mode_name(enum rm_tls_mode mode)
 {
 	if ((unsigned)mode >= RM_ARRAY_LEN(tls_mode_names))
@@ -412,7 +423,8 @@ static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 /* ---------------------------------------------------------- listeners */
 
 #define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms, backend, " \
-	"tls_cert, tls_key, tls_ciphers, tls_min_version, tls_sni"
+	"tls_cert, tls_key, tls_ciphers, tls_min_version, tls_sni, backend_tls, backend_tls_ca, " \
+	"backend_tls_name"
 
 /* A host name for SNI: letters, digits, '-', '.', optionally "*." first. */
 static bool sni_name_ok(const char *n)
@@ -631,6 +643,18 @@ static int parse_listener_field(struct load_ctx *ctx, const config_setting_t *s,
 		return get_string(ctx, s, label, l->tls_ciphers, sizeof(l->tls_ciphers));
 	if (strcmp(key, "tls_sni") == 0)
 		return parse_tls_sni(ctx, s, l, label);
+	if (strcmp(key, "backend_tls") == 0) {
+		static const char *const policies[] = { "none", "may", "encrypt", "verify" };
+
+		if (get_choice(ctx, s, label, policies, 4, "none, may, encrypt, verify", &choice) != 0)
+			return -1;
+		l->backend_tls = (enum rm_tls_policy)choice;
+		return 0;
+	}
+	if (strcmp(key, "backend_tls_ca") == 0)
+		return get_string(ctx, s, label, l->backend_tls_ca, sizeof(l->backend_tls_ca));
+	if (strcmp(key, "backend_tls_name") == 0)
+		return get_string(ctx, s, label, l->backend_tls_name, sizeof(l->backend_tls_name));
 	if (strcmp(key, "tls_min_version") == 0) {
 		static const char *const versions[] = { "1.2", "1.3" };
 
@@ -723,6 +747,12 @@ static int parse_listener(struct load_ctx *ctx, const config_setting_t *group, s
 		return fail(ctx, line, "%s: protocol relay needs backend = \"ADDRESS:PORT\"", who);
 	if (strcmp(l->protocol, "relay") != 0 && l->backend[0] != '\0')
 		return fail(ctx, line, "%s: backend is only for protocol relay", who);
+	if (l->backend[0] == '\0' && (l->backend_tls != RM_TLS_POLICY_NONE || l->backend_tls_ca[0] != '\0' ||
+				      l->backend_tls_name[0] != '\0'))
+		return fail(ctx, line, "%s: backend_tls* settings need a backend", who);
+	if (l->backend_tls == RM_TLS_POLICY_VERIFY && l->backend_tls_name[0] == '\0')
+		return fail(ctx, line, "%s: backend_tls = \"verify\" needs backend_tls_name (the name the "
+			    "backend's certificate must carry)", who);
 	if (l->tls != RM_TLS_NONE && (l->tls_cert[0] == '\0' || l->tls_key[0] == '\0'))
 		return fail(ctx, line, "%s: tls = \"%s\" needs tls_cert and tls_key (PEM files)", who,
 			    rm_tls_mode_name(l->tls));

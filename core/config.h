@@ -37,6 +37,14 @@ enum rm_log_level { RM_LOG_ERROR = 0, RM_LOG_WARN, RM_LOG_INFO, RM_LOG_DEBUG };
 
 enum rm_tls_mode { RM_TLS_NONE = 0, RM_TLS_STARTTLS, RM_TLS_IMPLICIT };
 
+/* TLS policy of an outbound connection (Postfix's smtp_tls_security_level). */
+enum rm_tls_policy {
+	RM_TLS_POLICY_NONE = 0,		/* plaintext */
+	RM_TLS_POLICY_MAY,		/* encrypt when possible, do not verify */
+	RM_TLS_POLICY_ENCRYPT,		/* encrypt or fail, do not verify */
+	RM_TLS_POLICY_VERIFY,		/* encrypt, verify the chain and the host name, or fail */
+};
+
 #define RM_TLS_SNI_MAX 8		/* extra certificates per listener, chosen by SNI */
 
 struct rm_tls_sni_config {
@@ -59,6 +67,10 @@ struct rm_listener_config {
 	uint16_t tls_min_version;	/* 0x0303 (TLS 1.2, default) or 0x0304 (1.3 only) */
 	uint32_t tls_sni_count;
 	struct rm_tls_sni_config tls_sni[RM_TLS_SNI_MAX];	/* tls_cert/tls_key serve any other name */
+	/* protocol "relay": TLS to the backend (the proxy's backend side) */
+	enum rm_tls_policy backend_tls;
+	char backend_tls_ca[256];	/* "" = the system bundle */
+	char backend_tls_name[128];	/* SNI and the name to verify; "" = none sent, verify refused */
 	struct sockaddr_storage backend_addr;
 	socklen_t backend_addr_len;
 	int config_line;		/* where it was defined, for later messages */
@@ -111,5 +123,6 @@ void rm_config_free(struct rm_config *cfg);
 
 const char *rm_log_level_name(enum rm_log_level level);
 const char *rm_tls_mode_name(enum rm_tls_mode mode);
+const char *rm_tls_policy_name(enum rm_tls_policy policy);
 
 #endif

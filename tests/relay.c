@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "tls/tls.h"
 
 struct relay_session {
 	struct rm_conn *client;
@@ -116,9 +117,32 @@ static void relay_close(struct rm_conn *c, int err)
 	release(s);
 }
 
+/* The backend is ready for the client's bytes: connected, and TLS done if asked for. */
+static void backend_ready(struct relay_session *s, struct rm_conn *backend)
+{
+	s->backend_open = true;
+	rm_conn_timer(backend, rm_worker_config(backend->worker)->limits.idle_timeout_ms);
+	if (s->client != NULL)
+		rm_conn_resume(s->client);
+}
+
+static void backend_tls_done(struct rm_conn *c, int err, void *arg)
+{
+	struct relay_session *s = arg;
+
+	if (err == 0) {
+		backend_ready(s, c);
+		return;
+	}
+	/* The TLS layer logged why; the backend closes, and with it the client. */
+	if (s->client != NULL)
+		rm_conn_close(s->client);
+}
+
 static void backend_connect(struct rm_conn *c, int err)
 {
 	struct relay_session *s = c->session;
+	const struct rm_listener_config *l = s->client != NULL ? rm_conn_listener(s->client) : NULL;
 
 	if (err != 0) {
 		if (s->client != NULL) {
@@ -127,10 +151,18 @@ static void backend_connect(struct rm_conn *c, int err)
 		}
 		return;
 	}
-	s->backend_open = true;
-	rm_conn_timer(c, rm_worker_config(c->worker)->limits.idle_timeout_ms);
-	if (s->client != NULL)
-		rm_conn_resume(s->client);
+	if (l != NULL && l->backend_tls != RM_TLS_POLICY_NONE) {
+		struct rm_tls_client o = { .policy = l->backend_tls, .ca_file = l->backend_tls_ca,
+					   .name = l->backend_tls_name, .done = backend_tls_done, .arg = s };
+		int rc = rm_tls_connect(c, &o);
+
+		if (rc < 0) {
+			rm_warn(c->id, "relay: cannot start TLS to the backend: %s", strerror(-rc));
+			rm_conn_abort(c, rc);
+		}
+		return;
+	}
+	backend_ready(s, c);
 }
 
 const struct rm_session_ops rm_relay_client_ops = {

@@ -64,7 +64,29 @@ struct tls_conn {
 	bool handshake_done;
 	bool open_deferred;		/* implicit TLS: the session opens after the handshake */
 	bool counted;			/* in the worker's handshakes-in-progress count */
+	bool client;			/* we connected out: wolfSSL_connect, and done when over */
+	bool verify;			/* client: chain and name were checked */
+	rm_tls_done_fn done;
+	void *done_arg;
+	char name[128];			/* client: the name sent (SNI) and verified */
 };
+
+/*
+ * Client contexts: one that verifies nothing (policies may and encrypt), and
+ * one per CA file that verifies (policy verify; "" is the system bundle).
+ * Built with the server contexts, from the listeners that connect out.
+ */
+#define TLS_CLIENT_CAS_MAX (RM_LISTENERS_MAX + 1)
+#define TLS_SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+struct client_ctx {
+	char ca[256];
+	WOLFSSL_CTX *ctx;
+};
+
+static WOLFSSL_CTX *client_plain;
+static struct client_ctx client_verify[TLS_CLIENT_CAS_MAX];
+static uint32_t client_verify_count;
 
 /*
  * Per listener: the default context, and one per SNI entry (same settings,
@@ -397,6 +419,66 @@ void rm_tls_retire(void *table)
 	free(t);
 }
 
+static WOLFSSL_CTX *client_new(const char *ca, char *err, size_t err_size)
+{
+	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
+	const char *bundle = ca != NULL && ca[0] != '\0' ? ca : TLS_SYSTEM_CA_BUNDLE;
+
+	if (ctx == NULL || wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS ||
+	    wolfSSL_CTX_set_cipher_list(ctx, tls_default_ciphers) != WOLFSSL_SUCCESS) {
+		snprintf(err, err_size, "cannot create a TLS client context");
+		wolfSSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (ca == NULL) {
+		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
+		return ctx;
+	}
+	if (wolfSSL_CTX_load_verify_locations(ctx, bundle, NULL) != WOLFSSL_SUCCESS) {
+		snprintf(err, err_size, "CA file %s: cannot load PEM certificates", bundle);
+		wolfSSL_CTX_free(ctx);
+		return NULL;
+	}
+	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+/* The verifying client context for a CA file, made at set-up if needed. */
+static WOLFSSL_CTX *client_for(const char *ca, bool make, char *err, size_t err_size)
+{
+	for (uint32_t i = 0; i < client_verify_count; i++)
+		if (strcmp(client_verify[i].ca, ca) == 0)
+			return client_verify[i].ctx;
+	if (!make || client_verify_count == TLS_CLIENT_CAS_MAX)
+		return NULL;
+	WOLFSSL_CTX *ctx = client_new(ca, err, err_size);
+
+	if (ctx == NULL)
+		return NULL;
+	snprintf(client_verify[client_verify_count].ca, sizeof(client_verify[0].ca), "%s", ca);
+	client_verify[client_verify_count++].ctx = ctx;
+	return ctx;
+}
+
+static int clients_setup(const struct rm_config *cfg, char *err, size_t err_size)
+{
+	char why[300];
+
+	if (client_plain == NULL && (client_plain = client_new(NULL, err, err_size)) == NULL)
+		return -1;
+	for (uint32_t i = 0; i < cfg->listener_count; i++) {
+		const struct rm_listener_config *l = &cfg->listeners[i];
+
+		if (l->backend_tls != RM_TLS_POLICY_VERIFY)
+			continue;
+		if (client_for(l->backend_tls_ca, true, why, sizeof(why)) == NULL) {
+			snprintf(err, err_size, "listener '%s': backend_tls_ca: %s", l->name, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size)
 {
 	static bool initialised;
@@ -413,6 +495,8 @@ int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size)
 		}
 		initialised = true;
 	}
+	if (clients_setup(cfg, err, err_size) < 0)
+		return -1;
 	table = calloc(1, sizeof(*table));
 	if (table == NULL) {
 		snprintf(err, err_size, "out of memory");
@@ -544,10 +628,20 @@ static void handshake_done(struct tls_conn *t)
 	count_handshake(t, false);
 	server_unref(t->srv);	/* the SNI callback has run */
 	t->srv = NULL;
+	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
+	if (t->client) {
+		/* What was checked, in words an operator can act on. */
+		rm_info(c->id, "TLS client %s %s to %s sni=%s: %s%s%s", wolfSSL_get_version(t->ssl),
+			wolfSSL_get_cipher_name(t->ssl), rm_conn_peer_str(c, peer, sizeof(peer)),
+			t->name[0] != '\0' ? t->name : "-",
+			t->verify ? "verified (chain to the CA, name " : "not verified (policy does not ask)",
+			t->verify ? t->name : "", t->verify ? ")" : "");
+		t->done(c, 0, t->done_arg);
+		return;
+	}
 	rm_info(c->id, "TLS %s %s sni=%s%s from %s", wolfSSL_get_version(t->ssl),
 		wolfSSL_get_cipher_name(t->ssl), sni != NULL && sni[0] != '\0' ? sni : "-",
 		wolfSSL_session_reused(t->ssl) ? " resumed" : "", rm_conn_peer_str(c, peer, sizeof(peer)));
-	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
 	if (t->open_deferred) {
 		t->open_deferred = false;
 		rm_conn_open_session(c);
@@ -617,10 +711,43 @@ static void read_plain(struct tls_conn *t)
 	}
 }
 
+/* The session learns that its outbound handshake failed, then the connection closes. */
+static void client_failed(struct tls_conn *t, int err)
+{
+	rm_tls_done_fn done = t->done;
+
+	t->done = NULL;
+	if (done != NULL)
+		done(t->c, err, t->done_arg);
+}
+
+/* Advance the handshake; true once it is done. */
+static bool handshake_step(struct tls_conn *t)
+{
+	struct rm_conn *c = t->c;
+	int ret = t->client ? wolfSSL_connect(t->ssl) : wolfSSL_accept(t->ssl);
+	char why[TLS_REASON_BYTES], peer[64];
+	int err;
+
+	if (ret == WOLFSSL_SUCCESS)
+		return true;
+	err = wolfSSL_get_error(t->ssl, ret);
+	if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE)
+		return false;
+	rm_warn(c->id, "TLS %shandshake with %s failed: %s%s%s", t->client ? "client " : "",
+		rm_conn_peer_str(c, peer, sizeof(peer)), reason(t->ssl, ret, why),
+		t->client && t->verify ? "; verifying the name " : "", t->client && t->verify ? t->name : "");
+	if (t->client)
+		client_failed(t, t->verify ? -EKEYREJECTED : -EPROTO);
+	/* Close, not abort: the alert wolfSSL queued tells the peer why. */
+	rm_conn_close(c);
+	t->in_used = t->in_len;
+	return false;
+}
+
 static size_t tls_rx(struct rm_conn *c, const struct rm_rx *rx)
 {
 	struct tls_conn *t = c->transport_state;
-	char why[TLS_REASON_BYTES];
 
 	if (t->hold != NULL)
 		return 0;		/* the session has not taken what came before */
@@ -628,21 +755,8 @@ static size_t tls_rx(struct rm_conn *c, const struct rm_rx *rx)
 	t->in_len = rx->len;
 	t->in_used = 0;
 	if (!t->handshake_done) {
-		int ret = wolfSSL_accept(t->ssl);
-
-		if (ret != WOLFSSL_SUCCESS) {
-			int err = wolfSSL_get_error(t->ssl, ret);
-			char peer[64];
-
-			if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE)
-				goto out;
-			rm_warn(c->id, "TLS handshake with %s failed: %s", rm_conn_peer_str(c, peer, sizeof(peer)),
-				reason(t->ssl, ret, why));
-			/* Close, not abort: the alert wolfSSL queued tells the client why. */
-			rm_conn_close(c);
-			t->in_used = t->in_len;
+		if (!handshake_step(t))
 			goto out;
-		}
 		handshake_done(t);
 	}
 	read_plain(t);
@@ -702,7 +816,10 @@ static bool tls_timeout(struct rm_conn *c)
 
 	if (t->handshake_done)
 		return false;
-	rm_warn(c->id, "TLS handshake with %s timed out", rm_conn_peer_str(c, peer, sizeof(peer)));
+	rm_warn(c->id, "TLS %shandshake with %s timed out", t->client ? "client " : "",
+		rm_conn_peer_str(c, peer, sizeof(peer)));
+	if (t->client)
+		client_failed(t, -ETIMEDOUT);
 	rm_conn_abort(c, -ETIMEDOUT);
 	return true;
 }
@@ -764,6 +881,51 @@ static int start(struct rm_conn *c, bool open_deferred)
 	count_handshake(t, true);
 	rm_conn_set_transport(c, &tls_ops, t);
 	rm_conn_timer(c, rm_worker_config(c->worker)->limits.tls_handshake_timeout_ms);
+	return 0;
+}
+
+int rm_tls_connect(struct rm_conn *c, const struct rm_tls_client *o)
+{
+	WOLFSSL_CTX *ctx;
+	struct tls_conn *t;
+	char err[300];
+
+	if (c->transport == &tls_ops)
+		return -EALREADY;
+	if (o->policy == RM_TLS_POLICY_NONE || o->done == NULL)
+		return -EINVAL;
+	if (o->policy == RM_TLS_POLICY_VERIFY) {
+		if (o->name == NULL || o->name[0] == '\0')
+			return -EINVAL;	/* nothing to verify the certificate against */
+		ctx = client_for(o->ca_file != NULL ? o->ca_file : "", false, err, sizeof(err));
+	} else {
+		ctx = client_plain;
+	}
+	if (ctx == NULL)
+		return -ENOPROTOOPT;	/* a CA file rm_tls_setup was not told of */
+	t = tls_new(c, ctx);
+	if (t == NULL)
+		return -ENOMEM;
+	fp_cache_track();
+	t->client = true;
+	t->verify = o->policy == RM_TLS_POLICY_VERIFY;
+	t->done = o->done;
+	t->done_arg = o->arg;
+	if (o->name != NULL)
+		snprintf(t->name, sizeof(t->name), "%s", o->name);
+	if ((t->name[0] != '\0' &&
+	     wolfSSL_UseSNI(t->ssl, WOLFSSL_SNI_HOST_NAME, t->name, (unsigned short)strlen(t->name)) != WOLFSSL_SUCCESS) ||
+	    (t->verify && wolfSSL_check_domain_name(t->ssl, t->name) != WOLFSSL_SUCCESS)) {
+		wolfSSL_free(t->ssl);
+		free(t);
+		return -EINVAL;
+	}
+	count_handshake(t, true);
+	rm_conn_set_transport(c, &tls_ops, t);
+	rm_conn_timer(c, rm_worker_config(c->worker)->limits.tls_handshake_timeout_ms);
+	/* The client speaks first: the ClientHello goes out now. */
+	if (handshake_step(t))
+		handshake_done(t);
 	return 0;
 }
 

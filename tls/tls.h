@@ -1,10 +1,11 @@
 /*
  * NAME
- *	tls - wolfSSL under the engine: server side, implicit TLS and STARTTLS
+ *	tls - wolfSSL under the engine: implicit TLS, STARTTLS, and the client side
  * SUMMARY
  *	#include "tls/tls.h"
  *
  *	int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size);
+ *	int rm_tls_connect(struct rm_conn *c, const struct rm_tls_client *o);
  *	int rm_tls_attach_implicit(struct rm_conn *c, const struct rm_listener_config *l);
  *	int rm_tls_starttls(struct rm_conn *c);
  *	bool rm_tls_active(const struct rm_conn *c);
@@ -50,6 +51,14 @@
  *	why.  Connections keep the context they started with.  The old table is
  *	returned, to rm_tls_retire once every worker has taken the reload.
  *
+ *	rm_tls_connect starts TLS on an outbound connection (the relay's backend
+ *	side now; the SMTP client and the proxy's backends later): SNI sent,
+ *	and under policy verify the chain checked against the CA file (one that
+ *	rm_tls_setup saw in the configuration) and the host name matched
+ *	(RFC 6125); done reports the outcome, and the log says what was verified.
+ *	Falling back to plaintext (policy may against a server without TLS) is
+ *	the protocol's decision, before it calls this.
+ *
  *	A handshake must finish within limits.tls_handshake_timeout_ms; one
  *	that fails is logged with wolfSSL's reason and the connection closed.
  *	Each completed handshake logs one line: version, cipher, SNI, resumed
@@ -68,6 +77,18 @@
 #include "core/engine.h"
 
 int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size);
+
+/* Outbound: the result of the handshake (0, -EKEYREJECTED: verification failed,
+ * -EPROTO, -ETIMEDOUT); on an error the connection is closing. */
+typedef void (*rm_tls_done_fn)(struct rm_conn *c, int err, void *arg);
+struct rm_tls_client {
+	enum rm_tls_policy policy;	/* may / encrypt: no verification; verify: chain and name */
+	const char *ca_file;		/* verify: "" or NULL = the system bundle */
+	const char *name;		/* sent as SNI; verify: the name the certificate must carry */
+	rm_tls_done_fn done;
+	void *arg;
+};
+int rm_tls_connect(struct rm_conn *c, const struct rm_tls_client *o);
 void rm_tls_tick(uint64_t now_ms, uint32_t rotate_ms);
 void *rm_tls_reload(const struct rm_config *cfg);
 void rm_tls_retire(void *table);

@@ -13,11 +13,12 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
 
-from conftest import RINGMAILD, run_tool
+from conftest import RINGMAILD, free_port, run_tool
 
 GREETING = b"+OK echo ready\r\n"
 
@@ -396,3 +397,195 @@ def test_sighup_reloads_certificates_without_dropping_connections(ringmaild, cer
     for s in (old, new, third):
         echo_roundtrip(s, 10)
         s.close()
+
+
+# ---- the client side: the relay's backend connection over TLS ------------------------------
+
+CA_CNF = """[ ca ]
+default_ca = test
+[ test ]
+dir = .
+database = ./index.txt
+serial = ./serial
+new_certs_dir = .
+default_md = sha256
+policy = any
+unique_subject = no
+[ any ]
+commonName = supplied
+[ leaf ]
+subjectAltName = DNS:%s
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test CA, and leaves it signed: good (backend.test), another name, expired."""
+    d = tmp_path_factory.mktemp("pki")
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, cwd=str(d))
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=ringmail test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    (d / "index.txt").write_text("")
+    (d / "serial").write_text("01\n")
+    out = {"ca": d / "ca.crt"}
+    for name, cn, dates in (("good", "backend.test", None), ("other", "other.test", None),
+                            ("expired", "backend.test", ("20200101000000Z", "20200201000000Z"))):
+        (d / ("%s.cnf" % name)).write_text(CA_CNF % cn)
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn)
+        when = ["-startdate", dates[0], "-enddate", dates[1]] if dates else ["-days", "30"]
+        run("openssl", "ca", "-batch", "-config", name + ".cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
+            "-in", name + ".csr", "-out", name + ".crt", "-extensions", "leaf", *when)
+        out[name] = (d / (name + ".crt"), d / (name + ".key"))
+    return out
+
+
+class TlsEchoBackend:
+    """A TLS line echo server (Python's ssl) on a loopback port, one thread per connection."""
+
+    def __init__(self, cert, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.snis = []
+        self.ctx.sni_callback = lambda s, name, c: self.snis.append(name)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        for _ in range(50):
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(raw,), daemon=True).start()
+
+    def one(self, raw):
+        try:
+            with self.ctx.wrap_socket(raw, server_side=True) as s:
+                s.settimeout(10)
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    s.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def relay_tls_daemon(ringmaild, backend_port, policy, ca=None, name="backend.test"):
+    l = {"name": "relay", "protocol": "relay", "idle_timeout_ms": 0,
+         "backend": "127.0.0.1:%d" % backend_port, "backend_tls": policy}
+    if ca is not None:
+        l["backend_tls_ca"] = str(ca)
+    if name is not None:
+        l["backend_tls_name"] = name
+    return ringmaild(listeners=[l], limits={"tls_handshake_timeout_ms": 2000})
+
+
+def relayed(d, data=b"through tls\r\n"):
+    with socket.create_connection(("127.0.0.1", d.port("relay")), timeout=10) as s:
+        s.sendall(data)
+        s.settimeout(10)
+        got = b""
+        try:
+            while len(got) < len(data):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+        return got
+
+
+@pytest.mark.parametrize("policy", ["may", "encrypt", "verify"])
+def test_client_tls_to_a_good_backend(ringmaild, pki, policy):
+    b = TlsEchoBackend(*pki["good"])
+    try:
+        d = relay_tls_daemon(ringmaild, b.port, policy, ca=pki["ca"] if policy == "verify" else None)
+        assert relayed(d) == b"through tls\r\n"
+        big = b"".join(b"%06d %s\r\n" % (i, b"q" * 200) for i in range(2000))
+        assert relayed(d, big) == big
+        assert "backend.test" in b.snis                      # SNI was sent
+        if policy == "verify":
+            d.wait_log(r"TLS client TLSv1\.3 \S+ to 127\.0\.0\.1:\d+ sni=backend\.test: verified "
+                       r"\(chain to the CA, name backend\.test\)")
+        else:
+            d.wait_log(r"TLS client TLSv1\.3 \S+ to 127\.0\.0\.1:\d+ sni=backend\.test: not verified")
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("leaf,why", [("other", "domain name mismatch|name"),
+                                      ("expired", "date|expired|ASN")])
+def test_client_verify_refuses_a_wrong_or_expired_certificate(ringmaild, pki, leaf, why):
+    b = TlsEchoBackend(*pki[leaf])
+    try:
+        d = relay_tls_daemon(ringmaild, b.port, "verify", ca=pki["ca"])
+        assert relayed(d) == b""
+        m = d.wait_log(r"TLS client handshake with 127\.0\.0\.1:\d+ failed: ([^\n]*); verifying the name "
+                       r"backend\.test")
+        assert re.search(why, m.group(1), re.I), m.group(0)
+        # The same certificate is accepted where the policy does not verify.
+        d2 = relay_tls_daemon(ringmaild, b.port, "encrypt")
+        assert relayed(d2) == b"through tls\r\n"
+    finally:
+        b.close()
+
+
+def test_client_verify_refuses_an_unknown_ca(ringmaild, pki, certs):
+    """A self-signed certificate (not from the configured CA) is refused under verify."""
+    b = TlsEchoBackend(*certs["ec"])
+    try:
+        d = relay_tls_daemon(ringmaild, b.port, "verify", ca=pki["ca"], name="localhost")
+        assert relayed(d) == b""
+        d.wait_log(r"TLS client handshake with 127\.0\.0\.1:\d+ failed: .*; verifying the name localhost")
+    finally:
+        b.close()
+
+
+def test_client_tls_against_openssl_s_server(ringmaild, pki):
+    """openssl s_server -rev (lines come back reversed) as the backend, verified."""
+    port = free_port()
+    cert, key = pki["good"]
+    p = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert", str(cert),
+                          "-key", str(key), "-rev", "-naccept", "3"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        d = relay_tls_daemon(ringmaild, port, "verify", ca=pki["ca"])
+        with socket.create_connection(("127.0.0.1", d.port("relay")), timeout=10) as s:
+            s.sendall(b"abcdef\n")
+            assert recv_until(s, b"\n") == b"fedcba\n"
+        d.wait_log(r"TLS client \S+ \S+ to 127\.0\.0\.1:%d sni=backend\.test: verified" % port)
+    finally:
+        p.kill()        # our own child, by its Popen handle
+        p.wait(10)
+
+
+def test_backend_tls_config_errors(tmp_path):
+    base = 'allow_root = true;\nspool_dir = "%s";\nlisteners = ( { name = "r"; protocol = "relay"; ' \
+           'address = "127.0.0.1"; port = 1999; backend = "127.0.0.1:1998"; %s } );\n'
+    for extra, want in (('backend_tls = "verify";', 'backend_tls = "verify" needs backend_tls_name'),
+                        ('backend_tls = "sometimes";', 'must be one of none, may, encrypt, verify'),
+                        ('backend_tls = "verify"; backend_tls_name = "b"; backend_tls_ca = "/nonexistent.pem";',
+                         "backend_tls_ca: CA file /nonexistent.pem: cannot load")):
+        conf = tmp_path / "r.conf"
+        conf.write_text(base % (tmp_path / "spool", extra))
+        r = run_tool([str(RINGMAILD), "-t", "-c", str(conf)])
+        assert r.returncode == 2, (extra, r.stdout, r.stderr)
+        assert want in r.stderr.decode(), (want, r.stderr)
