@@ -12,7 +12,7 @@ set -eu
 packages="gcc g++ make pkg-config
 liburing-dev libwolfssl-dev libjemalloc-dev libxxhash-dev libconfig-dev libc-ares-dev libcrypt-dev
 libcmocka-dev libbenchmark-dev clang clang-tidy libclang-rt-14-dev llvm python3 python3-pytest
-openssl netcat-openbsd procps iproute2"
+openssl netcat-openbsd procps iproute2 curl"
 
 missing=""
 for p in $packages; do

@@ -589,3 +589,17 @@ def test_backend_tls_config_errors(tmp_path):
         r = run_tool([str(RINGMAILD), "-t", "-c", str(conf)])
         assert r.returncode == 2, (extra, r.stdout, r.stderr)
         assert want in r.stderr.decode(), (want, r.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--tlsv1.2 --tls-max 1.2", "--tlsv1.3"])
+def test_curl_handshake(ringmaild, certs, flag):
+    """curl (OpenSSL) over implicit TLS: the echo protocol is no HTTP, but the
+    handshake is curl's, and the request it sends comes back through TLS."""
+    d = tls_daemon(ringmaild, certs)
+    p = subprocess.run(["curl", "-v", "-k", "--http0.9", "--max-time", "3", *flag.split(),
+                        "https://127.0.0.1:%d/ringmail" % d.port("implicit")],
+                       capture_output=True, timeout=20)
+    err = p.stderr.decode(errors="replace")
+    want = "TLSv1.2" if "1.2" in flag else "TLSv1.3"
+    assert re.search(r"SSL connection using %s / \S+" % want, err), err[-2000:]
+    assert b"+OK echo ready\r\nGET /ringmail HTTP/1.1\r\n" in p.stdout, p.stdout[:300]
