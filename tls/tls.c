@@ -43,7 +43,7 @@
 
 #define TLS_RECORD_PLAIN_MAX 16384	/* RFC 8446 5.1: a record's plaintext */
 #define TLS_RECORD_OVERHEAD 64		/* header, explicit nonce, tag, padding: at most this per record */
-#define TLS_READS_PER_RX 64		/* records decrypted per on_rx / on_resume before yielding */
+#define TLS_READS_PER_RX 4096		/* bound: a 64 KiB receive buffer holds at most ~3000 records */
 #define TLS_REASON_BYTES 80
 
 /* ECDHE key exchange with AEAD ciphers only; TLS 1.3 suites are all AEAD. */
