@@ -349,11 +349,12 @@ const struct rm_listener_config *rm_conn_listener(const struct rm_conn *c)
 
 uint32_t rm_conn_idle_timeout_ms(const struct rm_conn *c)
 {
-	const struct rm_listener_config *l = rm_conn_listener(c);
+	const struct rm_config *cfg = c->worker->cfg;
 
-	if (l != NULL && l->idle_timeout_ms != 0)
-		return l->idle_timeout_ms;
-	return c->worker->cfg->limits.idle_timeout_ms;
+	RM_ASSERT(cfg != NULL);
+	if (c->listener_index >= 0 && cfg->listeners[c->listener_index].idle_timeout_ms != 0)
+		return cfg->listeners[c->listener_index].idle_timeout_ms;
+	return cfg->limits.idle_timeout_ms;
 }
 
 const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t size)
