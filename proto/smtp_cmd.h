@@ -90,9 +90,8 @@
 #include "proto/smtp_addr.h"
 #include "proto/smtp_reply.h"
 
-/* RFC 5321 4.5.3.1.4 and 4.5.3.1.6, CR LF included; RFC 4954 4. */
+/* RFC 5321 4.5.3.1.4, CR LF included (text lines: RM_SMTP_DATA_LINE_BYTES_MAX); RFC 4954 4. */
 #define RM_SMTP_CMD_LINE_BYTES_MAX 512u
-#define RM_SMTP_TEXT_LINE_BYTES_MAX 1000u
 #define RM_SMTP_AUTH_LINE_BYTES_MAX 12288u
 /* RFC 3461 4.4 and 4.2, as sent (xtext). */
 #define RM_SMTP_ENVID_BYTES_MAX 100u

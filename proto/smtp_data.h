@@ -90,8 +90,10 @@
  *	(RFC 5321 4.5.3.1.6: 1000; 0 checks nothing); the caller decides.
  * DIAGNOSTICS
  *	rm_smtp_data_status: NULL, or 550 5.6.0 for a REJECT-mode message with
- *	d->smuggle.  Feeding after the end, or a span_max below the minimum,
- *	is a bug and panics (RM_ASSERT).
+ *	d->smuggle.  Feeding after the end consumes nothing and gives no span.
+ *	A span_max below the minimum, a NULL input with len > 0, or a BDAT
+ *	chunk announced before the last one is in are bugs and panic
+ *	(RM_ASSERT).
  */
 #ifndef RM_SMTP_DATA_H
 #define RM_SMTP_DATA_H
