@@ -164,3 +164,62 @@ install: all
 
 clean:
 	rm -rf build
+
+# --- TLS against nginx (docs/BENCHMARKS.md, "TLS: handshakes and idle memory") -----
+# WOLFSSL=local: compile and link ringmail against build/wolfssl, the wolfSSL that
+# scripts/build-wolfssl.sh builds from Debian's own source package with AES-NI, Intel
+# assembly and SP (assembly) math, instead of the system libwolfssl (include path, lib
+# path, rpath).  build/wolfssl-flavor records which wolfSSL the objects were compiled
+# against; when it changes, every object and program is rebuilt, so the two never mix.
+WOLFSSL        ?= system
+WOLFSSL_LOCAL  := $(CURDIR)/build/wolfssl
+WOLFSSL_LOCAL_FLAGS := -I$(WOLFSSL_LOCAL)/include
+WOLFSSL_LOCAL_LIBS  := -L$(WOLFSSL_LOCAL)/lib -Wl,-rpath,$(WOLFSSL_LOCAL)/lib -lwolfssl
+ifeq ($(WOLFSSL),local)
+CPPFLAGS += $(WOLFSSL_LOCAL_FLAGS)
+LIBS     := $(patsubst -lwolfssl,$(WOLFSSL_LOCAL_LIBS),$(LIBS))
+else ifneq ($(WOLFSSL),system)
+$(error WOLFSSL must be "system" (default) or "local", not "$(WOLFSSL)")
+endif
+
+# Rewritten only when the flavour changes (its time stamp then rebuilds what depends on it).
+# A first stamp for the system library is dated 1970 so that it rebuilds nothing.
+build/wolfssl-flavor: FORCE
+	@mkdir -p build
+	@if [ "$(WOLFSSL)" = local ] && [ ! -e $(WOLFSSL_LOCAL)/include/wolfssl/options.h ]; then \
+		echo "WOLFSSL=local: no wolfSSL in $(WOLFSSL_LOCAL): run scripts/build-wolfssl.sh" >&2; exit 1; fi
+	@if [ ! -e $@ ] && [ "$(WOLFSSL)" = system ]; then echo system > $@; touch -d @0 $@; \
+	elif [ "$$(cat $@ 2>/dev/null)" != "$(WOLFSSL)" ]; then echo "$(WOLFSSL)" > $@; fi
+FORCE:
+
+$(OBJ) $(ASAN_OBJ) $(FUZZ_OBJ) build/obj/core/ringmaild.o build/obj/core/ringmailctl.o \
+build/obj/bench/ringmail_bench.o build/asan/obj/core/ringmaild.o build/asan/obj/core/ringmailctl.o \
+build/asan/obj/bench/ringmail_bench.o $(UNIT_BINS) $(TOOL_BINS) $(FUZZ_BINS) $(BENCH_BINS): build/wolfssl-flavor
+
+# wolfCrypt's own speed: against the system wolfSSL, and against build/wolfssl when built.
+build/compare/wolfcrypt_speed: bench/compare/wolfcrypt_speed.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g $(WARN) -o $@ $< -lwolfssl
+build/compare/wolfcrypt_speed_local: bench/compare/wolfcrypt_speed.c $(WOLFSSL_LOCAL)/include/wolfssl/options.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g $(WARN) $(WOLFSSL_LOCAL_FLAGS) -o $@ $< $(WOLFSSL_LOCAL_LIBS)
+
+# A ringmaild against build/wolfssl beside the default one, so that one run of the
+# handshake script measures both (objects of its own under build/compare/wl/).
+WL_OBJ := $(patsubst %.c,build/compare/wl/obj/%.o,$(LIB_SRC) core/ringmaild.c)
+build/compare/wl/obj/%.o: %.c $(LIB_HDR) $(WOLFSSL_LOCAL)/include/wolfssl/options.h
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out $(WOLFSSL_LOCAL_FLAGS),$(CPPFLAGS)) $(WOLFSSL_LOCAL_FLAGS) $(CFLAGS) -c $< -o $@
+build/compare/ringmaild-wolfssl-local: $(WL_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(filter-out -lwolfssl $(WOLFSSL_LOCAL_LIBS),$(LIBS)) $(WOLFSSL_LOCAL_LIBS) -ljemalloc
+
+# Full and resumed handshakes/s, idle memory per TLS connection and primitive speed,
+# ringmaild against a private nginx (mail, OpenSSL) in one run.  With build/wolfssl
+# present (scripts/build-wolfssl.sh) the run measures the ringmaild built against it too.
+bench-tls:
+	./scripts/deps.sh nginx libnginx-mod-mail
+	$(MAKE) all build/compare/wolfcrypt_speed
+	@if [ -e $(WOLFSSL_LOCAL)/include/wolfssl/options.h ]; then \
+		$(MAKE) build/compare/ringmaild-wolfssl-local build/compare/wolfcrypt_speed_local; fi
+	./bench/compare/tls-handshake.sh
+.PHONY: bench-tls FORCE

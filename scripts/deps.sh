@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian 12 packages that building, running and testing ringmail need,
-# if any is missing.  As root it runs apt-get; otherwise it prints the exact
+# if any is missing; extra package names given as arguments are added (benchmarks).  As root it runs apt-get; otherwise it prints the exact
 # command and fails, so that `make run` and `make test` each stay one command
 # on a fresh machine.
 set -eu
@@ -12,7 +12,9 @@ set -eu
 packages="gcc g++ make pkg-config
 liburing-dev libwolfssl-dev libjemalloc-dev libxxhash-dev libconfig-dev libc-ares-dev libcrypt-dev
 libcmocka-dev libbenchmark-dev clang clang-tidy libclang-rt-14-dev llvm python3 python3-pytest
-openssl netcat-openbsd procps iproute2 curl"
+openssl netcat-openbsd procps iproute2 curl util-linux"
+# Peers that only a benchmark needs (make bench-tls: nginx) come as arguments.
+packages="$packages $*"
 
 missing=""
 for p in $packages; do
