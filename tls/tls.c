@@ -626,6 +626,10 @@ static void handshake_done(struct tls_conn *t)
 
 	t->handshake_done = true;
 	count_handshake(t, false);
+	/* Debian's options keep the handshake's arrays and hashes for post-handshake
+	 * authentication, which we never ask for: give them back now. */
+	wolfSSL_FreeArrays(t->ssl);
+	(void)wolfSSL_FreeHandshakeResources(t->ssl);
 	server_unref(t->srv);	/* the SNI callback has run */
 	t->srv = NULL;
 	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
