@@ -37,9 +37,11 @@
  *	  the rest of the file;
  *	- "\x00" inside a string, which would end the string early.
  *
- *	rm_config_free() releases what a loaded configuration holds.  Today that
- *	is nothing (the struct is self-contained); callers still call it so that
- *	adding an allocated field later needs no change elsewhere.
+ *	rm_config_free() releases what a loaded configuration holds: the smtp
+ *	group's tables (relay domains, recipient and sender login maps, the
+ *	password file, network lists), which are loaded with it so that -t and
+ *	a reload check them like any other setting.  A struct copied from a
+ *	loaded one shares its tables: free exactly one of the copies.
  *
  *	rm_log_level_name() and rm_tls_mode_name() return the configuration
  *	spelling of a value ("info", "starttls"), or "unknown".
@@ -69,6 +71,10 @@
 #include <libconfig.h>
 
 #include "core/config.h"
+#include "core/cidr.h"
+#include "core/maps.h"
+#include "core/passwd.h"
+#include "proto/smtp_addr.h"
 
 /*
  * A real configuration is a few KiB; the cap keeps a wrong path (a log file,
@@ -93,6 +99,9 @@ struct load_ctx {
 	/* listener addresses in binary form, for the uniqueness checks */
 	int addr_family[RM_LISTENERS_MAX];
 	unsigned char addr_bytes[RM_LISTENERS_MAX][16];
+	/* smtp.relay_domains as "domain nexthop" lines, for the map loader */
+	char *relay_text;
+	size_t relay_text_len;
 };
 
 /* ---------------------------------------------------------------- messages */
@@ -312,6 +321,7 @@ static const char *const protocol_names[] = {
 	"echo",		/* line echo: health checks and tests */
 	"relay",	/* byte relay to `backend`: tests the engine's two-connection sessions */
 	"spooltest",	/* messages straight into the spool: tests the spool from real connections */
+	"smtp",		/* the SMTP server: MX (25), submission (587, 465) */
 };
 
 /* "a, b, c" from a table of names, for "must be one of ..." messages. */
@@ -360,6 +370,24 @@ static const struct limit_rule {
 	{ "tls_handshake_timeout_ms", offsetof(struct rm_limits, tls_handshake_timeout_ms), 100, 600000, false },
 	{ "tls_handshakes_max", offsetof(struct rm_limits, tls_handshakes_max), 1, 1048576, false },
 	{ "tls_ticket_key_rotate_ms", offsetof(struct rm_limits, tls_ticket_key_rotate_ms), 1000, 604800000, false },
+	/* RFC 5321 4.5.3.1.4: a server must take 512; RFC 4954 4: AUTH lines up to 12288. */
+	{ "smtp_line_bytes_max", offsetof(struct rm_limits, smtp_line_bytes_max), 512, 12288, false },
+	{ "smtp_text_line_bytes_max", offsetof(struct rm_limits, smtp_text_line_bytes_max), 0, 1048576, false },
+	/* RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted. */
+	{ "smtp_recipients_max", offsetof(struct rm_limits, smtp_recipients_max), 100, 100000, false },
+	{ "smtp_message_bytes_max", offsetof(struct rm_limits, smtp_message_bytes_max), 65536, 2147483647u, false },
+	{ "smtp_errors_max", offsetof(struct rm_limits, smtp_errors_max), 1, 1000, false },
+	{ "smtp_connections_max", offsetof(struct rm_limits, smtp_connections_max), 0, 16777216, false },
+	{ "smtp_connections_per_client", offsetof(struct rm_limits, smtp_connections_per_client), 0, 1048576, false },
+	{ "smtp_command_timeout_ms", offsetof(struct rm_limits, smtp_command_timeout_ms), 100, 3600000, false },
+	{ "smtp_data_timeout_ms", offsetof(struct rm_limits, smtp_data_timeout_ms), 100, 3600000, false },
+	{ "smtp_pregreet_wait_ms", offsetof(struct rm_limits, smtp_pregreet_wait_ms), 0, 60000, false },
+	{ "smtp_proxy_timeout_ms", offsetof(struct rm_limits, smtp_proxy_timeout_ms), 100, 600000, false },
+	{ "smtp_auth_failures_max", offsetof(struct rm_limits, smtp_auth_failures_max), 1, 1000000, false },
+	{ "smtp_auth_failure_window_ms", offsetof(struct rm_limits, smtp_auth_failure_window_ms), 1000, 86400000, false },
+	{ "smtp_auth_failure_delay_ms", offsetof(struct rm_limits, smtp_auth_failure_delay_ms), 0, 60000, false },
+	{ "auth_threads", offsetof(struct rm_limits, auth_threads), 1, 64, false },
+	{ "auth_queue_max", offsetof(struct rm_limits, auth_queue_max), 1, 1048576, false },
 };
 
 #define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, " \
@@ -367,7 +395,11 @@ static const struct limit_rule {
 	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog, spool_segment_bytes_max, " \
 	"spool_buffer_bytes, spool_commit_interval_ms, spool_commit_batch_max, spool_messages_max, " \
 	"spool_receiving_max, spool_segments_max, tls_handshake_timeout_ms, tls_handshakes_max, " \
-	"tls_ticket_key_rotate_ms"
+	"tls_ticket_key_rotate_ms, smtp_line_bytes_max, smtp_text_line_bytes_max, smtp_recipients_max, " \
+	"smtp_message_bytes_max, smtp_errors_max, smtp_connections_max, smtp_connections_per_client, " \
+	"smtp_command_timeout_ms, smtp_data_timeout_ms, smtp_pregreet_wait_ms, smtp_proxy_timeout_ms, " \
+	"smtp_auth_failures_max, smtp_auth_failure_window_ms, smtp_auth_failure_delay_ms, " \
+	"auth_threads, auth_queue_max"
 
 static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 {
@@ -424,7 +456,7 @@ static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 
 #define RM_LISTENER_KNOWN "name, protocol, address, port, tls, idle_timeout_ms, backend, " \
 	"tls_cert, tls_key, tls_ciphers, tls_min_version, tls_sni, backend_tls, backend_tls_ca, " \
-	"backend_tls_name"
+	"backend_tls_name, submission, proxy_protocol"
 
 /* A host name for SNI: letters, digits, '-', '.', optionally "*." first. */
 static bool sni_name_ok(const char *n)
@@ -653,6 +685,10 @@ static int parse_listener_field(struct load_ctx *ctx, const config_setting_t *s,
 	}
 	if (strcmp(key, "backend_tls_ca") == 0)
 		return get_string(ctx, s, label, l->backend_tls_ca, sizeof(l->backend_tls_ca));
+	if (strcmp(key, "submission") == 0)
+		return get_bool(ctx, s, label, &l->submission);
+	if (strcmp(key, "proxy_protocol") == 0)
+		return get_bool(ctx, s, label, &l->proxy_protocol);
 	if (strcmp(key, "backend_tls_name") == 0)
 		return get_string(ctx, s, label, l->backend_tls_name, sizeof(l->backend_tls_name));
 	if (strcmp(key, "tls_min_version") == 0) {
@@ -761,6 +797,8 @@ static int parse_listener(struct load_ctx *ctx, const config_setting_t *group, s
 		return fail(ctx, line, "%s: tls_* settings need tls = \"starttls\" or \"implicit\"", who);
 	if (l->tls != RM_TLS_NONE && l->tls_min_version == 0)
 		l->tls_min_version = 0x0303;
+	if ((l->submission || l->proxy_protocol) && strcmp(l->protocol, "smtp") != 0)
+		return fail(ctx, line, "%s: submission and proxy_protocol are for protocol smtp", who);
 
 	/*
 	 * Listeners bind with SO_REUSEPORT (one socket per worker), so the kernel
@@ -808,6 +846,297 @@ static int parse_listeners(struct load_ctx *ctx, const config_setting_t *list)
 			return -1;
 		ctx->cfg->listener_count = (uint32_t)i + 1;
 	}
+	return 0;
+}
+
+
+/* ---------------------------------------------------------------- smtp */
+
+#define RM_SMTP_KNOWN "hostname, banner, relay_domains, relay_domains_file, mynetworks, " \
+	"proxy_trusted, passwd_file, recipient_map, sender_login_map, vrfy, auth_plaintext, " \
+	"received_auth_user, pregreet, bare_lf"
+
+/* Relay domains given inline; a longer list belongs in relay_domains_file. */
+#define RM_SMTP_RELAY_DOMAINS_INLINE_MAX 4096
+
+/*
+ * A next hop as Postfix writes a transport's: HOST, HOST:PORT, [HOST] or
+ * [HOST]:PORT (brackets: no MX lookup), HOST a domain or numeric address.
+ * Only the form is checked here; routing (issue 6) resolves it.
+ */
+static bool nexthop_ok(const char *t)
+{
+	const char *host = t, *end, *colon;
+	size_t host_len;
+
+	if (t[0] == '[') {
+		host = t + 1;
+		end = strchr(host, ']');
+		if (end == NULL)
+			return false;
+		host_len = (size_t)(end - host);
+		colon = end[1] == ':' ? end + 1 : NULL;
+		if (end[1] != '\0' && colon == NULL)
+			return false;
+	} else {
+		colon = strrchr(t, ':');
+		if (colon != NULL && strchr(t, ':') != colon)
+			return false;	/* an IPv6 address needs brackets */
+		host_len = colon != NULL ? (size_t)(colon - t) : strlen(t);
+	}
+	if (host_len == 0 || host_len > RM_SMTP_DOMAIN_BYTES_MAX)
+		return false;
+	for (size_t i = 0; i < host_len; i++) {
+		char ch = host[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '.' || ch == '-' || ch == ':'))
+			return false;
+	}
+	if (colon != NULL) {
+		char *stop = NULL;
+		long port;
+
+		if (colon[1] < '1' || colon[1] > '9')
+			return false;
+		port = strtol(colon + 1, &stop, 10);
+		if (*stop != '\0' || port < 1 || port > 65535)
+			return false;
+	}
+	return true;
+}
+
+/* A domain for policy lookups: RFC 5321 syntax, then lower case without a trailing dot. */
+static bool domain_normalised(const char *in, char *out, size_t size)
+{
+	struct rm_smtp_domain d;
+	ssize_t n;
+
+	if (rm_smtp_domain_parse((const uint8_t *)in, strlen(in), RM_SMTP_ADDR_TRAILING_DOT, NULL, &d)
+	    != RM_SMTP_ADDR_OK || d.kind != RM_SMTP_DOMAIN_NAME)
+		return false;
+	n = rm_smtp_domain_normalise((const uint8_t *)in, strlen(in), (uint8_t *)out, size - 1);
+	if (n <= 0)
+		return false;
+	out[n] = '\0';
+	return true;
+}
+
+static int parse_cidrs(struct load_ctx *ctx, const config_setting_t *s, const char *label,
+		       struct rm_cidr_list *list)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	unsigned line = config_setting_source_line(s);
+	int count;
+
+	if (config_setting_type(s) != CONFIG_TYPE_ARRAY && config_setting_type(s) != CONFIG_TYPE_LIST)
+		return fail(ctx, line, "%s = %s: must be a list of networks [ \"127.0.0.0/8\", \"::1/128\" ]",
+			    label, show_value(s, shown, sizeof(shown)));
+	memset(list, 0, sizeof(*list));
+	count = config_setting_length(s);
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		char why[160];
+
+		if (config_setting_type(e) != CONFIG_TYPE_STRING)
+			return fail(ctx, config_setting_source_line(e), "%s[%d] = %s: must be a string",
+				    label, i, show_value(e, shown, sizeof(shown)));
+		if (rm_cidr_list_add(list, config_setting_get_string(e), why, sizeof(why)) != 0)
+			return fail(ctx, config_setting_source_line(e), "%s[%d] = %s: %s", label, i,
+				    show_value(e, shown, sizeof(shown)), why);
+	}
+	return 0;
+}
+
+/* relay_domains = ( { domain = "..."; nexthop = "..."; }, ... ) into "domain nexthop" lines. */
+static int parse_relay_domains(struct load_ctx *ctx, const config_setting_t *list)
+{
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	int count;
+	size_t used = 0, cap;
+
+	if (config_setting_type(list) != CONFIG_TYPE_LIST)
+		return fail(ctx, config_setting_source_line(list),
+			    "smtp.relay_domains = %s: must be a list ( { domain = \"...\"; nexthop = \"...\"; } )",
+			    show_value(list, shown, sizeof(shown)));
+	count = config_setting_length(list);
+	if (count > RM_SMTP_RELAY_DOMAINS_INLINE_MAX)
+		return fail(ctx, config_setting_source_line(list),
+			    "smtp.relay_domains: %d entries; at most %d here, use relay_domains_file", count,
+			    RM_SMTP_RELAY_DOMAINS_INLINE_MAX);
+	cap = (size_t)count * (RM_SMTP_DOMAIN_BYTES_MAX + 300) + 1;
+	free(ctx->relay_text);
+	ctx->relay_text = malloc(cap);
+	if (ctx->relay_text == NULL)
+		return fail(ctx, 0, "out of memory");
+	ctx->relay_text[0] = '\0';
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+		unsigned line = config_setting_source_line(e);
+		const char *domain = NULL, *nexthop = NULL;
+		char norm[RM_SMTP_DOMAIN_BYTES_MAX + 2];
+		int n;
+
+		if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+			return fail(ctx, line, "smtp.relay_domains[%d]: must be a group { domain = \"...\"; nexthop = \"...\"; }", i);
+		for (int k = 0; k < config_setting_length(e); k++) {
+			const config_setting_t *f = config_setting_get_elem(e, (unsigned)k);
+			const char *key = config_setting_name(f);
+
+			if (strcmp(key, "domain") != 0 && strcmp(key, "nexthop") != 0)
+				return fail(ctx, config_setting_source_line(f),
+					    "smtp.relay_domains[%d]: unknown setting '%s' (known: domain, nexthop)", i, key);
+			if (config_setting_type(f) != CONFIG_TYPE_STRING)
+				return fail(ctx, config_setting_source_line(f),
+					    "smtp.relay_domains[%d]: %s = %s: must be a string", i, key,
+					    show_value(f, shown, sizeof(shown)));
+			if (strcmp(key, "domain") == 0)
+				domain = config_setting_get_string(f);
+			else
+				nexthop = config_setting_get_string(f);
+		}
+		if (domain == NULL || !domain_normalised(domain, norm, sizeof(norm)))
+			return fail(ctx, line, "smtp.relay_domains[%d]: domain must be a domain name (e.g. example.org)", i);
+		if (nexthop == NULL || !nexthop_ok(nexthop) || strlen(nexthop) >= 300)
+			return fail(ctx, line, "smtp.relay_domains[%d] (%s): nexthop must be HOST, HOST:PORT, "
+				    "[HOST] or [HOST]:PORT", i, norm);
+		n = snprintf(ctx->relay_text + used, cap - used, "%s %s\n", norm, nexthop);
+		if (n < 0 || (size_t)n >= cap - used)
+			return fail(ctx, line, "smtp.relay_domains: too long");
+		used += (size_t)n;
+	}
+	ctx->relay_text_len = used;
+	return 0;
+}
+
+static int parse_smtp(struct load_ctx *ctx, const config_setting_t *group)
+{
+	static const char *const pregreet_names[] = { "reject", "log" };
+	static const char *const bare_lf_names[] = { "reject", "normalise" };
+	struct rm_smtp_config *sc = &ctx->cfg->smtp;
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	char label[80];
+	size_t choice = 0;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP)
+		return fail(ctx, config_setting_source_line(group),
+			    "smtp = %s: must be a group { name = value; ... }",
+			    show_value(group, shown, sizeof(shown)));
+	for (int i = 0; i < config_setting_length(group); i++) {
+		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const char *key = config_setting_name(s);
+		unsigned line = config_setting_source_line(s);
+		int rc;
+
+		snprintf(label, sizeof(label), "smtp.%s", key);
+		if (strcmp(key, "hostname") == 0) {
+			char norm[RM_SMTP_DOMAIN_BYTES_MAX + 2];
+
+			if (get_string(ctx, s, label, sc->hostname, sizeof(sc->hostname)) != 0)
+				return -1;
+			if (!domain_normalised(sc->hostname, norm, sizeof(norm)))
+				return fail(ctx, line, "%s = %s: must be a domain name (e.g. mx.example.org)",
+					    label, show_value(s, shown, sizeof(shown)));
+			rc = 0;
+		} else if (strcmp(key, "banner") == 0) {
+			rc = get_string(ctx, s, label, sc->banner, sizeof(sc->banner));
+		} else if (strcmp(key, "relay_domains") == 0) {
+			rc = parse_relay_domains(ctx, s);
+		} else if (strcmp(key, "relay_domains_file") == 0) {
+			rc = get_string(ctx, s, label, sc->relay_domains_file, sizeof(sc->relay_domains_file));
+		} else if (strcmp(key, "mynetworks") == 0) {
+			rc = parse_cidrs(ctx, s, label, sc->mynetworks);
+		} else if (strcmp(key, "proxy_trusted") == 0) {
+			rc = parse_cidrs(ctx, s, label, sc->proxy_trusted);
+		} else if (strcmp(key, "passwd_file") == 0) {
+			rc = get_string(ctx, s, label, sc->passwd_file, sizeof(sc->passwd_file));
+		} else if (strcmp(key, "recipient_map") == 0) {
+			rc = get_string(ctx, s, label, sc->recipient_map_file, sizeof(sc->recipient_map_file));
+		} else if (strcmp(key, "sender_login_map") == 0) {
+			rc = get_string(ctx, s, label, sc->sender_login_map_file, sizeof(sc->sender_login_map_file));
+		} else if (strcmp(key, "vrfy") == 0) {
+			rc = get_bool(ctx, s, label, &sc->vrfy);
+		} else if (strcmp(key, "auth_plaintext") == 0) {
+			rc = get_bool(ctx, s, label, &sc->auth_plaintext);
+		} else if (strcmp(key, "received_auth_user") == 0) {
+			rc = get_bool(ctx, s, label, &sc->received_auth_user);
+		} else if (strcmp(key, "pregreet") == 0) {
+			rc = get_choice(ctx, s, label, pregreet_names, 2, "reject, log", &choice);
+			sc->pregreet = (enum rm_smtp_pregreet)choice;
+		} else if (strcmp(key, "bare_lf") == 0) {
+			rc = get_choice(ctx, s, label, bare_lf_names, 2, "reject, normalise", &choice);
+			sc->bare_lf = (enum rm_smtp_bare_lf)choice;
+		} else {
+			return fail(ctx, line, "unknown setting '%s' (known: " RM_SMTP_KNOWN ")", label);
+		}
+		if (rc != 0)
+			return -1;
+	}
+	if (ctx->relay_text != NULL && sc->relay_domains_file[0] != '\0')
+		return fail(ctx, config_setting_source_line(group),
+			    "smtp: relay_domains and relay_domains_file: give one of them");
+	return 0;
+}
+
+static void smtp_tables_free(struct rm_smtp_config *sc)
+{
+	if (sc->relay_domains != NULL)
+		rm_map_unref(sc->relay_domains);
+	if (sc->recipient_map != NULL)
+		rm_map_unref(sc->recipient_map);
+	if (sc->sender_login_map != NULL)
+		rm_map_unref(sc->sender_login_map);
+	if (sc->passwd != NULL)
+		rm_passwd_unref(sc->passwd);
+	free(sc->mynetworks);
+	free(sc->proxy_trusted);
+	sc->relay_domains = sc->recipient_map = sc->sender_login_map = NULL;
+	sc->passwd = NULL;
+	sc->mynetworks = sc->proxy_trusted = NULL;
+}
+
+/* A table file named by the configuration failed: "CONFIG: smtp.KEY: FILE:LINE: why". */
+static int table_fail(struct load_ctx *ctx, const char *key, const char *why)
+{
+	return fail(ctx, 0, "smtp.%s: %s", key, why);
+}
+
+/*
+ * After every setting is read: the files the smtp group names.  Loaded here
+ * so that ringmaild -t and a reload check them like any setting.
+ */
+static int load_smtp_tables(struct load_ctx *ctx)
+{
+	struct rm_smtp_config *sc = &ctx->cfg->smtp;
+	char why[512];
+
+	if (sc->hostname[0] == '\0') {
+		char host[RM_SMTP_DOMAIN_BYTES_MAX + 1] = "";
+		char norm[sizeof(sc->hostname)];
+
+		if (gethostname(host, sizeof(host) - 1) != 0 || !domain_normalised(host, norm, sizeof(norm)))
+			snprintf(norm, sizeof(norm), "%s", "localhost.localdomain");
+		snprintf(sc->hostname, sizeof(sc->hostname), "%s", norm);
+	}
+	if (sc->relay_domains_file[0] != '\0') {
+		if (rm_map_load_file(sc->relay_domains_file, &sc->relay_domains, why, sizeof(why)) != 0)
+			return table_fail(ctx, "relay_domains_file", why);
+	} else {
+		const char *text = ctx->relay_text != NULL ? ctx->relay_text : "";
+
+		if (rm_map_load_buffer("smtp.relay_domains", text, ctx->relay_text != NULL ? ctx->relay_text_len : 0,
+				       &sc->relay_domains, why, sizeof(why)) != 0)
+			return table_fail(ctx, "relay_domains", why);
+	}
+	if (sc->recipient_map_file[0] != '\0' &&
+	    rm_map_load_file(sc->recipient_map_file, &sc->recipient_map, why, sizeof(why)) != 0)
+		return table_fail(ctx, "recipient_map", why);
+	if (sc->sender_login_map_file[0] != '\0' &&
+	    rm_map_load_file(sc->sender_login_map_file, &sc->sender_login_map, why, sizeof(why)) != 0)
+		return table_fail(ctx, "sender_login_map", why);
+	if (sc->passwd_file[0] != '\0' &&
+	    rm_passwd_load(sc->passwd_file, &sc->passwd, why, sizeof(why), NULL, NULL) != 0)
+		return table_fail(ctx, "passwd_file", why);
 	return 0;
 }
 
@@ -880,8 +1209,10 @@ static int parse_top(struct load_ctx *ctx, const config_setting_t *s)
 		return parse_limits(ctx, s);
 	if (strcmp(key, "listeners") == 0)
 		return parse_listeners(ctx, s);
+	if (strcmp(key, "smtp") == 0)
+		return parse_smtp(ctx, s);
 	return fail(ctx, line, "unknown setting '%s' (known: workers, log_level, log_target,"
-		    " user, allow_root, spool_dir, control_socket, limits, listeners)", key);
+		    " user, allow_root, spool_dir, control_socket, limits, smtp, listeners)", key);
 }
 
 /* ------------------------------------------------------------- prescan */
@@ -1112,7 +1443,25 @@ void rm_config_defaults(struct rm_config *cfg)
 		.tls_handshake_timeout_ms = 10000,
 		.tls_handshakes_max = 1024,
 		.tls_ticket_key_rotate_ms = 3600000,
+		.smtp_line_bytes_max = 512,
+		.smtp_text_line_bytes_max = 1000,
+		.smtp_recipients_max = 1000,
+		.smtp_message_bytes_max = 52428800,
+		.smtp_errors_max = 20,
+		.smtp_connections_max = 20000,
+		.smtp_connections_per_client = 50,
+		.smtp_command_timeout_ms = 300000,
+		.smtp_data_timeout_ms = 180000,
+		.smtp_pregreet_wait_ms = 0,
+		.smtp_proxy_timeout_ms = 10000,
+		.smtp_auth_failures_max = 10,
+		.smtp_auth_failure_window_ms = 600000,
+		.smtp_auth_failure_delay_ms = 1000,
+		.auth_threads = 2,
+		.auth_queue_max = 1024,
 	};
+	snprintf(cfg->smtp.banner, sizeof(cfg->smtp.banner), "%s", "ESMTP ringmail");
+	cfg->smtp.vrfy = true;
 	cfg->listener_count = 0;
 }
 
@@ -1122,7 +1471,7 @@ void rm_config_defaults(struct rm_config *cfg)
  * inside this function: config_destroy runs on every path.
  */
 static int load_text(struct rm_config *out, const char *text, size_t len, const char *name,
-		     char *err, size_t err_size)
+		     unsigned flags, char *err, size_t err_size)
 {
 	struct load_ctx ctx;
 	struct rm_config cfg;
@@ -1142,6 +1491,12 @@ static int load_text(struct rm_config *out, const char *text, size_t len, const 
 	snprintf(cfg.path, sizeof(cfg.path), "%s", name);
 	if (prescan(&ctx, text, len) != 0)
 		return -1;
+	cfg.smtp.mynetworks = calloc(1, sizeof(*cfg.smtp.mynetworks));
+	cfg.smtp.proxy_trusted = calloc(1, sizeof(*cfg.smtp.proxy_trusted));
+	if (cfg.smtp.mynetworks == NULL || cfg.smtp.proxy_trusted == NULL) {
+		smtp_tables_free(&cfg.smtp);
+		return fail(&ctx, 0, "out of memory");
+	}
 
 	config_init(&lc);
 	if (config_read_string(&lc, text) != CONFIG_TRUE) {
@@ -1151,6 +1506,7 @@ static int load_text(struct rm_config *out, const char *text, size_t len, const 
 		rc = fail(&ctx, line > 0 ? (unsigned)line : 0, "%s",
 			  why != NULL ? why : "cannot parse");
 		config_destroy(&lc);
+		smtp_tables_free(&cfg.smtp);
 		return rc;
 	}
 	root = config_root_setting(&lc);
@@ -1160,8 +1516,13 @@ static int load_text(struct rm_config *out, const char *text, size_t len, const 
 	if (rc == 0 && cfg.listener_count == 0)
 		rc = fail(&ctx, 0, "listeners: at least one listener is required");
 	config_destroy(&lc);
+	if (rc == 0 && !(flags & RM_CONFIG_NO_TABLES))
+		rc = load_smtp_tables(&ctx);
+	free(ctx.relay_text);
 	if (rc == 0)
 		*out = cfg;
+	else
+		smtp_tables_free(&cfg.smtp);
 	return rc;
 }
 
@@ -1175,10 +1536,16 @@ int rm_config_load_string(struct rm_config *cfg, const char *text, const char *n
 	if (len > RM_CONFIG_TEXT_BYTES_MAX)
 		return fail(&ctx, 0, "configuration too large: at most %d bytes",
 			    RM_CONFIG_TEXT_BYTES_MAX);
-	return load_text(cfg, text, len, ctx.name, err, err_size);
+	return load_text(cfg, text, len, ctx.name, 0, err, err_size);
 }
 
 int rm_config_load_file(struct rm_config *cfg, const char *path, char *err, size_t err_size)
+{
+	return rm_config_load_file_flags(cfg, path, 0, err, err_size);
+}
+
+int rm_config_load_file_flags(struct rm_config *cfg, const char *path, unsigned flags, char *err,
+			      size_t err_size)
 {
 	struct load_ctx ctx = { .name = path, .err = err, .err_size = err_size };
 	struct stat st;
@@ -1250,13 +1617,14 @@ int rm_config_load_file(struct rm_config *cfg, const char *path, char *err, size
 		free(text);
 		return fail(&ctx, line, "NUL byte in the file: it is not a text file");
 	}
-	rc = load_text(cfg, text, len, path, err, err_size);
+	rc = load_text(cfg, text, len, path, flags, err, err_size);
 	free(text);
 	return rc;
 }
 
 void rm_config_free(struct rm_config *cfg)
 {
-	/* Nothing is allocated yet; clearing makes use after free visible. */
+	smtp_tables_free(&cfg->smtp);
+	/* Clearing makes use after free visible. */
 	cfg->listener_count = 0;
 }

@@ -73,6 +73,9 @@ struct rm_listener_config {
 	char backend_tls_name[128];	/* SNI and the name to verify; "" = none sent, verify refused */
 	struct sockaddr_storage backend_addr;
 	socklen_t backend_addr_len;
+	/* protocol "smtp" */
+	bool submission;		/* AUTH offered, and required before MAIL (587, 465) */
+	bool proxy_protocol;		/* a PROXY v1/v2 header first, from smtp.proxy_trusted only */
 	int config_line;		/* where it was defined, for later messages */
 };
 
@@ -98,6 +101,56 @@ struct rm_limits {
 	uint32_t tls_handshake_timeout_ms;	/* a handshake not done by then is dropped */
 	uint32_t tls_handshakes_max;		/* handshakes in progress per worker */
 	uint32_t tls_ticket_key_rotate_ms;	/* a new session ticket key this often */
+	/* SMTP sessions (proto/smtp_session.c) */
+	uint32_t smtp_line_bytes_max;		/* a command line, CR LF included (AUTH: 12288) */
+	uint32_t smtp_text_line_bytes_max;	/* a line of content, CR LF included; 0 = unchecked */
+	uint32_t smtp_recipients_max;		/* per message */
+	uint32_t smtp_message_bytes_max;	/* content as received (SIZE) */
+	uint32_t smtp_errors_max;		/* client errors per session, then 421 */
+	uint32_t smtp_connections_max;		/* SMTP sessions in the process; 0 = no limit */
+	uint32_t smtp_connections_per_client;	/* per client address; 0 = no limit */
+	uint32_t smtp_command_timeout_ms;	/* for a whole command line to arrive */
+	uint32_t smtp_data_timeout_ms;		/* for the next line of content */
+	uint32_t smtp_pregreet_wait_ms;		/* greeting held back this long; 0 = at once */
+	uint32_t smtp_proxy_timeout_ms;		/* for the PROXY header */
+	uint32_t smtp_auth_failures_max;	/* per client address per window, then 421 */
+	uint32_t smtp_auth_failure_window_ms;
+	uint32_t smtp_auth_failure_delay_ms;	/* before a 535 */
+	uint32_t auth_threads;			/* password verification threads */
+	uint32_t auth_queue_max;		/* verifications waiting; more: 454 */
+};
+
+enum rm_smtp_pregreet { RM_SMTP_PREGREET_REJECT = 0, RM_SMTP_PREGREET_LOG };
+enum rm_smtp_bare_lf { RM_SMTP_BARE_LF_REJECT = 0, RM_SMTP_BARE_LF_NORMALISE };
+
+struct rm_cidr_list;
+struct rm_map;
+struct rm_passwd;
+
+/*
+ * The SMTP server's policy (group smtp).  The tables are loaded with the
+ * configuration (so -t checks them and a reload that cannot load one keeps
+ * the running configuration) and freed with it; sessions take a reference
+ * on passwd for a verification that outlives the callback.
+ */
+struct rm_smtp_config {
+	char hostname[256];		/* greeting, EHLO, Received:; default: gethostname */
+	char banner[128];		/* after "220 hostname " */
+	bool vrfy;			/* VRFY answered 252 (true) or 502 */
+	bool auth_plaintext;		/* AUTH offered before TLS */
+	bool received_auth_user;	/* the authenticated user in Received: */
+	enum rm_smtp_pregreet pregreet;
+	enum rm_smtp_bare_lf bare_lf;
+	char relay_domains_file[256];
+	char passwd_file[256];
+	char recipient_map_file[256];
+	char sender_login_map_file[256];
+	struct rm_map *relay_domains;	/* domain -> next hop (NULL only with RM_CONFIG_NO_TABLES) */
+	struct rm_map *recipient_map;	/* NULL: no recipient validation */
+	struct rm_map *sender_login_map;	/* NULL: any sender */
+	struct rm_passwd *passwd;	/* NULL: no AUTH possible */
+	struct rm_cidr_list *mynetworks;	/* relay from these without AUTH; never NULL */
+	struct rm_cidr_list *proxy_trusted;	/* PROXY headers only from these; never NULL */
 };
 
 struct rm_config {
@@ -111,6 +164,7 @@ struct rm_config {
 	char spool_dir[256];
 	char control_socket[256];		/* "" = no control socket */
 	struct rm_limits limits;
+	struct rm_smtp_config smtp;
 	uint32_t listener_count;
 	struct rm_listener_config listeners[RM_LISTENERS_MAX];
 };
@@ -119,6 +173,11 @@ void rm_config_defaults(struct rm_config *cfg);
 int rm_config_load_file(struct rm_config *cfg, const char *path, char *err, size_t err_size);
 int rm_config_load_string(struct rm_config *cfg, const char *text, const char *name,
 			  char *err, size_t err_size);
+/* RM_CONFIG_NO_TABLES: the smtp group's files are not read (ringmailctl needs only
+ * the control socket, and may not be allowed to read the password file). */
+#define RM_CONFIG_NO_TABLES 0x01u
+int rm_config_load_file_flags(struct rm_config *cfg, const char *path, unsigned flags, char *err,
+			      size_t err_size);
 void rm_config_free(struct rm_config *cfg);
 
 const char *rm_log_level_name(enum rm_log_level level);

@@ -269,7 +269,7 @@ int main(int argc, char **argv)
 		static struct rm_config cfg;
 		char err[512];
 
-		if (rm_config_load_file(&cfg, config_path, err, sizeof(err)) < 0) {
+		if (rm_config_load_file_flags(&cfg, config_path, RM_CONFIG_NO_TABLES, err, sizeof(err)) < 0) {
 			fprintf(stderr, "%s\n", err);
 			return 2;
 		}

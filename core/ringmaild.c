@@ -36,7 +36,9 @@
 #include "tests/line_echo.h"
 #include "tests/relay.h"
 #include "tests/spool_sink.h"
+#include "core/authpool.h"
 #include "core/spool.h"
+#include "proto/smtp_session.h"
 #include "tls/tls.h"
 
 #define RM_DEFAULT_CONFIG "/etc/ringmail/ringmail.conf"
@@ -47,6 +49,7 @@ static const struct rm_protocol protocols[] = {
 	{ "echo", &rm_echo_ops },
 	{ "relay", &rm_relay_client_ops },
 	{ "spooltest", &rm_spool_sink_ops },
+	{ "smtp", &rm_smtp_ops },
 	{ NULL, NULL },
 };
 
@@ -324,6 +327,7 @@ int main(int argc, char **argv)
 		if (pw == NULL) {
 			fprintf(stderr, "%s:%d: user = \"%s\": no such user on this system\n", path,
 				cfg->user_line, cfg->user);
+			rm_config_free(cfg);
 			free(cfg);
 			return 2;
 		}
@@ -332,12 +336,15 @@ int main(int argc, char **argv)
 	 * keys the dropped user cannot), and -t checks them too. */
 	if (rm_tls_setup(cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", path, err);
+		rm_config_free(cfg);
 		free(cfg);
 		return 2;
 	}
 	if (check_only) {
 		printf("ringmaild: configuration %s is valid (%u workers, %u listeners)\n", path,
 		       cfg->workers, cfg->listener_count);
+		rm_tls_shutdown();
+		rm_config_free(cfg);
 		free(cfg);
 		return 0;
 	}
@@ -374,6 +381,15 @@ int main(int argc, char **argv)
 
 	if (check_spool_workers(cfg) < 0)
 		goto fail;
+	/* Shared by the SMTP sessions of every worker: per-client counts, password checks. */
+	if (rm_smtp_global_init() < 0) {
+		rm_error(0, "cannot set up the SMTP client counters: out of memory");
+		goto fail;
+	}
+	if (rm_authpool_start(cfg->limits.auth_threads, cfg->limits.auth_queue_max) < 0) {
+		rm_error(0, "cannot start %u password check threads", cfg->limits.auth_threads);
+		goto fail;
+	}
 	daemon.worker_count = cfg->workers;
 	daemon.hooks.worker_start = open_spool;
 	daemon.transport_attach = rm_tls_attach_implicit;
@@ -426,11 +442,16 @@ int main(int argc, char **argv)
 			break;
 	}
 	rm_daemon_join(&daemon);
+	rm_authpool_stop();
+	rm_smtp_global_free();
 	rm_tls_shutdown();
 	rm_info(0, "stopped");
 	return 0;
 fail:
-	/* Nothing started yet: only the configuration to give back. */
+	/* No worker started yet: the pool, the counters and the configuration to give back. */
+	rm_authpool_stop();
+	rm_smtp_global_free();
+	rm_config_free(cfg);
 	free(cfg);
 	return 1;
 }

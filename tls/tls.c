@@ -940,6 +940,17 @@ int rm_tls_attach_implicit(struct rm_conn *c, const struct rm_listener_config *l
 	return rc < 0 ? rc : 1;
 }
 
+int rm_tls_starttls_check(const struct rm_conn *c)
+{
+	struct tls_table *table = atomic_load_explicit(&tls_current, memory_order_acquire);
+
+	if (c->transport == &tls_ops)
+		return -EALREADY;
+	if (c->listener_index < 0 || table == NULL || table->servers[c->listener_index] == NULL)
+		return -ENOPROTOOPT;
+	return handshakes_full(c) ? -EBUSY : 0;
+}
+
 int rm_tls_starttls(struct rm_conn *c)
 {
 	int rc = c->transport == &tls_ops ? -EALREADY : 0;

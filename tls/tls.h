@@ -7,6 +7,7 @@
  *	int rm_tls_setup(const struct rm_config *cfg, char *err, size_t err_size);
  *	int rm_tls_connect(struct rm_conn *c, const struct rm_tls_client *o);
  *	int rm_tls_attach_implicit(struct rm_conn *c, const struct rm_listener_config *l);
+ *	int rm_tls_starttls_check(const struct rm_conn *c);
  *	int rm_tls_starttls(struct rm_conn *c);
  *	bool rm_tls_active(const struct rm_conn *c);
  *	const char *rm_tls_version(const struct rm_conn *c);
@@ -44,6 +45,8 @@
  *	(RFC 3207: forget EHLO, MAIL, ...) is the session's part.  Returns 0, or
  *	-EALREADY (TLS already active), -ENOPROTOOPT (no TLS on this listener),
  *	-EBUSY (limits.tls_handshakes_max handshakes in progress on this worker).
+ *	rm_tls_starttls_check says the same without starting anything, so that
+ *	a session can answer "not now" (454) instead of its go-ahead.
  *
  *	rm_tls_reload (SIGHUP, main thread) loads every TLS listener's files
  *	again into a new table and publishes it for new connections; a listener
@@ -94,6 +97,7 @@ void *rm_tls_reload(const struct rm_config *cfg);
 void rm_tls_retire(void *table);
 void rm_tls_shutdown(void);	/* after the workers are gone */
 int rm_tls_attach_implicit(struct rm_conn *c, const struct rm_listener_config *l);
+int rm_tls_starttls_check(const struct rm_conn *c);
 int rm_tls_starttls(struct rm_conn *c);
 bool rm_tls_active(const struct rm_conn *c);
 const char *rm_tls_version(const struct rm_conn *c);

@@ -3,6 +3,8 @@
  *	spool_dump - print the queue that recovery finds in one worker's spool
  * SYNOPSIS
  *	spool_dump SPOOL_DIR WORKER
+ *	spool_dump --content QUEUE_ID SPOOL_DIR WORKER
+ *	spool_dump --envelope QUEUE_ID SPOOL_DIR WORKER
  *	spool_dump --hash < FILE
  * DESCRIPTION
  *	For the integration tests (the crash test above all): runs the spool's
@@ -12,8 +14,15 @@
  *	where XXH3 is computed here over the content bytes as they are read from
  *	the segments through the recovered extents (not copied from the END
  *	record), so a test comparing it with its own hash of what it sent checks
- *	the bytes on disk.  Then a line "stats ..." with recovery's counts.
- *	Read-only: nothing is deleted or written.
+ *	the bytes on disk.  The null sender prints as <>.  Then a line
+ *	"stats ..." with recovery's counts.  Read-only: nothing is deleted or
+ *	written.
+ *
+ *	--content writes the content of one queued message to standard output,
+ *	as it is on disk; --envelope prints its envelope, one "key value" line
+ *	each (sender, helo, client, auth, envid, ret, body, smtputf8,
+ *	size_declared, then "rcpt ADDR notify N orcpt ORCPT" per recipient).
+ *	Both exit 1 when the message is not in that worker's spool.
  *
  *	--hash prints the xxh3-64 (seed 0) of standard input, 16 hex digits:
  *	Debian's python3 has no xxhash module.
@@ -74,6 +83,50 @@ static const struct seg *find(const struct seg *segs, uint32_t n, uint64_t seq)
 	return NULL;
 }
 
+static int write_content(const struct seg *segs, uint32_t n, const struct rm_recover_msg *m)
+{
+	for (uint32_t x = 0; x < m->content_count; x++) {
+		const struct seg *s = find(segs, n, m->content[x].seq);
+
+		if (s == NULL || m->content[x].offset + m->content[x].len > s->len) {
+			fprintf(stderr, "spool_dump: extent outside its segment\n");
+			return 1;
+		}
+		if (fwrite(s->map + m->content[x].offset, 1, m->content[x].len, stdout) != m->content[x].len)
+			return 1;
+	}
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+#define STR(x) (int)(x).len, (const char *)(x).ptr
+
+static int print_envelope(const struct seg *segs, uint32_t n, const struct rm_recover_msg *m)
+{
+	for (uint32_t x = 0; x < m->env_count; x++) {
+		const struct seg *s = find(segs, n, m->env[x].seq);
+		struct rm_spool_record rec;
+		struct rm_spool_rcpt_iter it;
+		struct rm_spool_rcpt rc;
+
+		if (s == NULL || rm_spool_decode(s->map + m->env[x].offset, m->env[x].len, &rec) != RM_SPOOL_OK) {
+			fprintf(stderr, "spool_dump: envelope record unreadable\n");
+			return 1;
+		}
+		if (rec.type == RM_SPOOL_BEGIN) {
+			const struct rm_spool_envelope *e = &rec.u.begin.env;
+
+			printf("sender %.*s\nhelo %.*s\nclient %.*s\nauth %.*s\nenvid %.*s\n", STR(e->reverse_path),
+			       STR(e->helo), STR(e->client_addr), STR(e->auth_user), STR(e->envid));
+			printf("ret %u\nbody %u\nsmtputf8 %u\nsize_declared %" PRIu64 "\n", e->ret, e->body_type,
+			       e->smtputf8 ? 1u : 0u, e->size_declared_bytes);
+		}
+		rm_spool_rcpt_iter_init(&it, &rec);
+		for (uint32_t guard = 0; guard < m->rcpt_total && rm_spool_rcpt_next(&it, &rc); guard++)
+			printf("rcpt %.*s notify %u orcpt %.*s\n", STR(rc.addr), rc.notify, STR(rc.orcpt));
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct seg segs[SEGMENTS_MAX];
@@ -86,16 +139,28 @@ int main(int argc, char **argv)
 	struct dirent *de;
 	DIR *d;
 
+	const char *only = NULL;	/* --content / --envelope: this queue id */
+	bool content = false;
+
 	if (argc == 2 && strcmp(argv[1], "--hash") == 0)
 		return hash_stdin();
+	if (argc == 5 && (strcmp(argv[1], "--content") == 0 || strcmp(argv[1], "--envelope") == 0)) {
+		content = strcmp(argv[1], "--content") == 0;
+		only = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc != 3) {
-		fprintf(stderr, "usage: spool_dump SPOOL_DIR WORKER | spool_dump --hash < FILE\n");
+		fprintf(stderr, "usage: spool_dump [--content|--envelope QUEUE_ID] SPOOL_DIR WORKER | "
+			"spool_dump --hash < FILE\n");
 		return 2;
 	}
 	snprintf(dir, sizeof(dir), "%s/w%02u", argv[1], (unsigned)atoi(argv[2]));
 	d = opendir(dir);
 	if (d == NULL) {
 		if (errno == ENOENT) {
+			if (only != NULL)
+				return 1;
 			printf("stats recovered 0\n");
 			return 0;
 		}
@@ -151,6 +216,12 @@ int main(int argc, char **argv)
 		XXH3_state_t st;
 		uint64_t bytes = 0;
 
+		rm_queue_id_format(m->qid, id);
+		if (only != NULL) {
+			if (strcmp(id, only) != 0)
+				continue;
+			return content ? write_content(segs, n, m) : print_envelope(segs, n, m);
+		}
 		XXH3_64bits_reset(&st);
 		for (uint32_t x = 0; x < m->content_count; x++) {
 			const struct seg *s = find(segs, n, m->content[x].seq);
@@ -162,7 +233,6 @@ int main(int argc, char **argv)
 			XXH3_64bits_update(&st, s->map + m->content[x].offset, m->content[x].len);
 			bytes += m->content[x].len;
 		}
-		rm_queue_id_format(m->qid, id);
 		printf("msg %s %" PRIu64 " %016" PRIx64 " ", id, bytes, (uint64_t)XXH3_64bits_digest(&st));
 		/* Envelope: sender from BEGIN, recipients from BEGIN and RCPT records. */
 		bool first = true;
@@ -177,7 +247,9 @@ int main(int argc, char **argv)
 				fprintf(stderr, "spool_dump: envelope record unreadable\n");
 				return 1;
 			}
-			if (rec.type == RM_SPOOL_BEGIN)
+			if (rec.type == RM_SPOOL_BEGIN && rec.u.begin.env.reverse_path.len == 0)
+				printf("<> ");
+			else if (rec.type == RM_SPOOL_BEGIN)
 				printf("%.*s ", (int)rec.u.begin.env.reverse_path.len, rec.u.begin.env.reverse_path.ptr);
 			rm_spool_rcpt_iter_init(&it, &rec);
 			for (uint32_t guard = 0; guard < m->rcpt_total && rm_spool_rcpt_next(&it, &rc); guard++) {
@@ -187,6 +259,9 @@ int main(int argc, char **argv)
 		}
 		printf("\n");
 	}
+	if (only != NULL)
+		return 1;
+
 	const struct rm_recover_stats *st = rm_recover_stats(&r);
 
 	printf("stats recovered %" PRIu64 " final %" PRIu64 " discarded %" PRIu64 " aborted %" PRIu64

@@ -31,6 +31,33 @@
 	"  { name = \"echo\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 2007; }\n" \
 	");\n"
 
+/*
+ * A loaded configuration owns its smtp tables; tests copy configurations
+ * about freely, so the tables of each successful load are kept here and
+ * freed once, after the last test.
+ */
+#define LOADED_MAX 512
+static struct rm_smtp_config loaded[LOADED_MAX];
+static size_t loaded_count;
+
+static void keep(const struct rm_config *cfg)
+{
+	assert_true(loaded_count < LOADED_MAX);
+	loaded[loaded_count++] = cfg->smtp;
+}
+
+static int free_loaded(void **state)
+{
+	static struct rm_config cfg;
+
+	for (size_t i = 0; i < loaded_count; i++) {
+		cfg.smtp = loaded[i];
+		rm_config_free(&cfg);
+	}
+	loaded_count = 0;
+	return 0;
+}
+
 /* Load text, which must succeed. */
 static void load_ok(struct rm_config *cfg, const char *text)
 {
@@ -38,6 +65,7 @@ static void load_ok(struct rm_config *cfg, const char *text)
 
 	if (rm_config_load_string(cfg, text, "test.conf", err, sizeof(err)) != 0)
 		fail_msg("unexpected error: %s\n--- text:\n%s", err, text);
+	keep(cfg);
 }
 
 /*
@@ -145,7 +173,6 @@ static void test_full_config(void **state)
 	assert_int_equal(cfg.listeners[1].port, 65535);
 	assert_int_equal(cfg.listeners[1].idle_timeout_ms, 500);
 	assert_int_equal(cfg.listeners[1].config_line, 24);
-	rm_config_free(&cfg);
 }
 
 static void test_defaults_when_absent(void **state)
@@ -432,11 +459,11 @@ static void test_listener_protocol(void **state)
 {
 	load_fail("listeners = (\n"
 		  "  { name = \"echo\"; address = \"127.0.0.1\"; port = 2007; }\n"
-		  ");\n", 2, "listener 'echo': protocol is required (one of echo, relay, spooltest)");
+		  ");\n", 2, "listener 'echo': protocol is required (one of echo, relay, spooltest, smtp)");
 	load_fail("listeners = (\n"
-		  "  { name = \"mx\";\n"
-		  "    protocol = \"smtp\"; address = \"127.0.0.1\"; port = 25; }\n"
-		  ");\n", 3, "listener 'mx': protocol = \"smtp\": must be one of echo, relay, spooltest");
+		  "  { name = \"imap\";\n"
+		  "    protocol = \"imap\"; address = \"127.0.0.1\"; port = 143; }\n"
+		  ");\n", 3, "listener 'imap': protocol = \"imap\": must be one of echo, relay, spooltest, smtp");
 }
 
 static void test_listener_address(void **state)
@@ -737,6 +764,7 @@ static void test_load_file(void **state)
 	snprintf(path, sizeof(path), "%s/ringmail.conf", dir);
 	write_file(path, text, sizeof(text) - 1);
 	assert_int_equal(rm_config_load_file(&cfg, path, err, sizeof(err)), 0);
+	keep(&cfg);
 	assert_string_equal(cfg.path, path);
 	assert_int_equal(cfg.workers, 2);
 	assert_int_equal(cfg.listener_count, 1);
@@ -809,6 +837,7 @@ static void test_shipped_config(void **state)
 	}
 	if (rm_config_load_file(&cfg, candidates[i], err, sizeof(err)) != 0)
 		fail_msg("%s", err);
+	keep(&cfg);
 	assert_int_equal(cfg.listener_count, 1);
 	assert_string_equal(cfg.listeners[0].protocol, "echo");
 	assert_string_equal(cfg.listeners[0].address, "127.0.0.1");
@@ -852,5 +881,5 @@ int main(void)
 		cmocka_unit_test(test_shipped_config),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, free_loaded);
 }
