@@ -102,6 +102,9 @@ struct load_ctx {
 	/* smtp.relay_domains as "domain nexthop" lines, for the map loader */
 	char *relay_text;
 	size_t relay_text_len;
+	/* lines of the smtp table settings, for messages about their files */
+	unsigned relay_domains_line, relay_domains_file_line, passwd_line, recipient_map_line,
+		 sender_login_map_line;
 };
 
 /* ---------------------------------------------------------------- messages */
@@ -1037,22 +1040,28 @@ static int parse_smtp(struct load_ctx *ctx, const config_setting_t *group)
 			if (!domain_normalised(sc->hostname, norm, sizeof(norm)))
 				return fail(ctx, line, "%s = %s: must be a domain name (e.g. mx.example.org)",
 					    label, show_value(s, shown, sizeof(shown)));
+			memcpy(sc->hostname, norm, strlen(norm) + 1);
 			rc = 0;
 		} else if (strcmp(key, "banner") == 0) {
 			rc = get_string(ctx, s, label, sc->banner, sizeof(sc->banner));
 		} else if (strcmp(key, "relay_domains") == 0) {
+			ctx->relay_domains_line = line;
 			rc = parse_relay_domains(ctx, s);
 		} else if (strcmp(key, "relay_domains_file") == 0) {
+			ctx->relay_domains_file_line = line;
 			rc = get_string(ctx, s, label, sc->relay_domains_file, sizeof(sc->relay_domains_file));
 		} else if (strcmp(key, "mynetworks") == 0) {
 			rc = parse_cidrs(ctx, s, label, sc->mynetworks);
 		} else if (strcmp(key, "proxy_trusted") == 0) {
 			rc = parse_cidrs(ctx, s, label, sc->proxy_trusted);
 		} else if (strcmp(key, "passwd_file") == 0) {
+			ctx->passwd_line = line;
 			rc = get_string(ctx, s, label, sc->passwd_file, sizeof(sc->passwd_file));
 		} else if (strcmp(key, "recipient_map") == 0) {
+			ctx->recipient_map_line = line;
 			rc = get_string(ctx, s, label, sc->recipient_map_file, sizeof(sc->recipient_map_file));
 		} else if (strcmp(key, "sender_login_map") == 0) {
+			ctx->sender_login_map_line = line;
 			rc = get_string(ctx, s, label, sc->sender_login_map_file, sizeof(sc->sender_login_map_file));
 		} else if (strcmp(key, "vrfy") == 0) {
 			rc = get_bool(ctx, s, label, &sc->vrfy);
@@ -1095,10 +1104,10 @@ static void smtp_tables_free(struct rm_smtp_config *sc)
 	sc->mynetworks = sc->proxy_trusted = NULL;
 }
 
-/* A table file named by the configuration failed: "CONFIG: smtp.KEY: FILE:LINE: why". */
-static int table_fail(struct load_ctx *ctx, const char *key, const char *why)
+/* A table named by the configuration failed: "CONFIG:LINE: smtp.KEY: FILE:LINE: why". */
+static int table_fail(struct load_ctx *ctx, unsigned line, const char *key, const char *why)
 {
-	return fail(ctx, 0, "smtp.%s: %s", key, why);
+	return fail(ctx, line, "smtp.%s: %s", key, why);
 }
 
 /*
@@ -1120,23 +1129,23 @@ static int load_smtp_tables(struct load_ctx *ctx)
 	}
 	if (sc->relay_domains_file[0] != '\0') {
 		if (rm_map_load_file(sc->relay_domains_file, &sc->relay_domains, why, sizeof(why)) != 0)
-			return table_fail(ctx, "relay_domains_file", why);
+			return table_fail(ctx, ctx->relay_domains_file_line, "relay_domains_file", why);
 	} else {
 		const char *text = ctx->relay_text != NULL ? ctx->relay_text : "";
 
 		if (rm_map_load_buffer("smtp.relay_domains", text, ctx->relay_text != NULL ? ctx->relay_text_len : 0,
 				       &sc->relay_domains, why, sizeof(why)) != 0)
-			return table_fail(ctx, "relay_domains", why);
+			return table_fail(ctx, ctx->relay_domains_line, "relay_domains", why);
 	}
 	if (sc->recipient_map_file[0] != '\0' &&
 	    rm_map_load_file(sc->recipient_map_file, &sc->recipient_map, why, sizeof(why)) != 0)
-		return table_fail(ctx, "recipient_map", why);
+		return table_fail(ctx, ctx->recipient_map_line, "recipient_map", why);
 	if (sc->sender_login_map_file[0] != '\0' &&
 	    rm_map_load_file(sc->sender_login_map_file, &sc->sender_login_map, why, sizeof(why)) != 0)
-		return table_fail(ctx, "sender_login_map", why);
+		return table_fail(ctx, ctx->sender_login_map_line, "sender_login_map", why);
 	if (sc->passwd_file[0] != '\0' &&
 	    rm_passwd_load(sc->passwd_file, &sc->passwd, why, sizeof(why), NULL, NULL) != 0)
-		return table_fail(ctx, "passwd_file", why);
+		return table_fail(ctx, ctx->passwd_line, "passwd_file", why);
 	return 0;
 }
 

@@ -37,6 +37,8 @@
 #include "tests/relay.h"
 #include "tests/spool_sink.h"
 #include "core/authpool.h"
+#include "core/maps.h"
+#include "core/passwd.h"
 #include "core/spool.h"
 #include "proto/smtp_session.h"
 #include "tls/tls.h"
@@ -232,6 +234,29 @@ static void merge_reload(const struct rm_config *old, struct rm_config *next, ch
 	LIVE(limits.idle_timeout_ms, "limits.idle_timeout_ms");
 	LIVE(limits.connect_timeout_ms, "limits.connect_timeout_ms");
 	LIVE(limits.shutdown_timeout_ms, "limits.shutdown_timeout_ms");
+	KEEP(limits.auth_threads, "limits.auth_threads");
+	KEEP(limits.auth_queue_max, "limits.auth_queue_max");
+	LIVE(limits.smtp_line_bytes_max, "limits.smtp_line_bytes_max");
+	LIVE(limits.smtp_text_line_bytes_max, "limits.smtp_text_line_bytes_max");
+	LIVE(limits.smtp_recipients_max, "limits.smtp_recipients_max");
+	LIVE(limits.smtp_message_bytes_max, "limits.smtp_message_bytes_max");
+	LIVE(limits.smtp_errors_max, "limits.smtp_errors_max");
+	LIVE(limits.smtp_connections_max, "limits.smtp_connections_max");
+	LIVE(limits.smtp_connections_per_client, "limits.smtp_connections_per_client");
+	LIVE(limits.smtp_command_timeout_ms, "limits.smtp_command_timeout_ms");
+	LIVE(limits.smtp_data_timeout_ms, "limits.smtp_data_timeout_ms");
+	LIVE(limits.smtp_pregreet_wait_ms, "limits.smtp_pregreet_wait_ms");
+	LIVE(limits.smtp_proxy_timeout_ms, "limits.smtp_proxy_timeout_ms");
+	LIVE(limits.smtp_auth_failures_max, "limits.smtp_auth_failures_max");
+	LIVE(limits.smtp_auth_failure_window_ms, "limits.smtp_auth_failure_window_ms");
+	LIVE(limits.smtp_auth_failure_delay_ms, "limits.smtp_auth_failure_delay_ms");
+	/* The smtp group's files are read again at every reload: say what they hold now. */
+	if (next->smtp.relay_domains != NULL)
+		APPLIED(" smtp tables re-read (relay domains %u, password users %u, recipients %u, sender logins %u)",
+			rm_map_count(next->smtp.relay_domains),
+			next->smtp.passwd != NULL ? rm_passwd_count(next->smtp.passwd) : 0,
+			next->smtp.recipient_map != NULL ? rm_map_count(next->smtp.recipient_map) : 0,
+			next->smtp.sender_login_map != NULL ? rm_map_count(next->smtp.sender_login_map) : 0);
 #undef APPLIED
 #undef KEEP
 #undef LIVE

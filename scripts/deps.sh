@@ -8,11 +8,12 @@ set -eu
 # What each group is for:
 #   build:    compiler, make and the libraries the daemon links
 #   test:     unit tests (cmocka), fuzzers (clang + libFuzzer runtime), pytest,
-#             microbenchmarks (Google Benchmark), real peers and clients
+#             microbenchmarks (Google Benchmark), real peers and clients (swaks, curl,
+#             openssl, Postfix for smtp-source/smtp-sink)
 packages="gcc g++ make pkg-config
 liburing-dev libwolfssl-dev libjemalloc-dev libxxhash-dev libconfig-dev libc-ares-dev libcrypt-dev
 libcmocka-dev libbenchmark-dev clang clang-tidy libclang-rt-14-dev llvm python3 python3-pytest
-openssl netcat-openbsd procps iproute2 curl util-linux"
+openssl netcat-openbsd procps iproute2 curl util-linux swaks postfix"
 # Peers that only a benchmark needs (make bench-tls: nginx) come as arguments.
 packages="$packages $*"
 
@@ -30,6 +31,11 @@ done
 if [ "$(id -u)" -eq 0 ]; then
 	echo "deps: installing:$missing" >&2
 	export DEBIAN_FRONTEND=noninteractive
+	# Postfix is a test peer (smtp-source, smtp-sink, private instances), never
+	# the machine's MTA: "No configuration" keeps it from setting one up.
+	case "$missing" in
+	*" postfix"*) echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections ;;
+	esac
 	apt-get update -q
 	# shellcheck disable=SC2086
 	apt-get install -y -q --no-install-recommends $missing

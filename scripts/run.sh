@@ -18,7 +18,13 @@ cat <<'MSG'
 ringmail dev instance (configs/dev.conf), all on 127.0.0.1; Ctrl-C stops it gracefully.
   echo (engine health check):  printf 'hello\r\nQUIT\r\n' | nc 127.0.0.1 2007
   echo over TLS:               openssl s_client -quiet -connect 127.0.0.1:2017
-  spool a message:             printf 'MSG 5 you@dev.test\r\nhello' | nc -q 2 127.0.0.1 2008
+  mail to the relay domain:    swaks --server 127.0.0.1:2025 --from you@example.org --to someone@dev.test
+  submission (STARTTLS+AUTH):  swaks --server 127.0.0.1:2587 --tls --tls-verify=0 \\
+                                 --auth PLAIN --auth-user demo@dev.test --auth-password demo \\
+                                 --from demo@dev.test --to anyone@example.net
+  submission (implicit TLS):   swaks --server 127.0.0.1:2465 --tlsc --auth LOGIN \\
+                                 --auth-user demo@dev.test --auth-password demo --to anyone@example.net
+  spool a message (test):      printf 'MSG 5 you@dev.test\r\nhello' | nc -q 2 127.0.0.1 2008
   the queue:                   build/ringmailctl -c configs/dev.conf queue
   daemon counters:             build/ringmailctl -c configs/dev.conf stats
   reload the configuration:    kill -HUP $(pgrep -f 'ringmaild -c configs/dev.conf')

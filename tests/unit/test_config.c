@@ -24,6 +24,9 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/cidr.h"
+#include "core/maps.h"
+#include "core/passwd.h"
 
 /* The smallest valid listener list, for tests about other settings. */
 #define LISTENER_OK \
@@ -847,10 +850,129 @@ static void test_shipped_config(void **state)
 	assert_false(cfg.allow_root);
 }
 
+
+/* ----------------------------------------------------------------- smtp */
+
+#define SMTP_LISTENER \
+	"listeners = (\n" \
+	"  { name = \"mx\"; protocol = \"smtp\"; address = \"127.0.0.1\"; port = 2025; }\n" \
+	");\n"
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void test_smtp_group(void **state)
+{
+	static struct rm_config cfg;
+	char dir[] = "/tmp/rm-test-config-smtp-XXXXXX";
+	char map[128], passwd[128], text[2048];
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(map, sizeof(map), "%s/recipients", dir);
+	snprintf(passwd, sizeof(passwd), "%s/passwd", dir);
+	write_text(map, "known@example.org ok\n@catchall.example ok\n");
+	/* sha512-crypt of "x" with salt "salt" */
+	write_text(passwd, "u@example.org:$6$salt$wZU8LXJfJJqoagopbB7RuK6JEotEMZ0CQDy0phpPAuLMYQFcmf6L6BdAbs/Q7w7o1qsZ9pFqFVY4yuUSWgaYt1\n");
+
+	/* Defaults. */
+	load_ok(&cfg, SMTP_LISTENER);
+	assert_true(cfg.smtp.hostname[0] != '\0');
+	assert_string_equal(cfg.smtp.banner, "ESMTP ringmail");
+	assert_true(cfg.smtp.vrfy);
+	assert_false(cfg.smtp.auth_plaintext);
+	assert_int_equal(cfg.smtp.pregreet, RM_SMTP_PREGREET_REJECT);
+	assert_int_equal(cfg.smtp.bare_lf, RM_SMTP_BARE_LF_REJECT);
+	assert_non_null(cfg.smtp.relay_domains);
+	assert_int_equal(rm_map_count(cfg.smtp.relay_domains), 0);
+	assert_null(cfg.smtp.passwd);
+	assert_int_equal(cfg.limits.smtp_message_bytes_max, 52428800);
+	assert_int_equal(cfg.limits.smtp_recipients_max, 1000);
+	assert_int_equal(cfg.limits.smtp_line_bytes_max, 512);
+	assert_int_equal(cfg.limits.smtp_text_line_bytes_max, 1000);
+
+	snprintf(text, sizeof(text),
+		 "smtp = {\n"
+		 "  hostname = \"MX.Example.ORG\";\n"
+		 "  banner = \"ESMTP ready\";\n"
+		 "  relay_domains = ( { domain = \"Example.ORG.\"; nexthop = \"[10.0.0.1]:2525\"; },\n"
+		 "                    { domain = \"catchall.example\"; nexthop = \"mail.example\"; } );\n"
+		 "  mynetworks = [ \"127.0.0.0/8\", \"::1/128\" ];\n"
+		 "  proxy_trusted = [ \"10.1.0.0/16\" ];\n"
+		 "  passwd_file = \"%s\";\n"
+		 "  recipient_map = \"%s\";\n"
+		 "  vrfy = false; auth_plaintext = true; received_auth_user = true;\n"
+		 "  pregreet = \"log\"; bare_lf = \"normalise\";\n"
+		 "};\n"
+		 "limits = { smtp_message_bytes_max = 1048576; smtp_recipients_max = 100; };\n"
+		 "listeners = (\n"
+		 "  { name = \"sub\"; protocol = \"smtp\"; address = \"127.0.0.1\"; port = 2587;"
+		 " submission = true; proxy_protocol = true; }\n"
+		 ");\n", passwd, map);
+	load_ok(&cfg, text);
+	assert_string_equal(cfg.smtp.hostname, "mx.example.org");
+	assert_string_equal(cfg.smtp.banner, "ESMTP ready");
+	assert_string_equal(rm_map_get(cfg.smtp.relay_domains, "example.org", 11), "[10.0.0.1]:2525");
+	assert_string_equal(rm_map_get(cfg.smtp.relay_domains, "catchall.example", 16), "mail.example");
+	assert_int_equal(cfg.smtp.mynetworks->count, 2);
+	assert_int_equal(cfg.smtp.proxy_trusted->count, 1);
+	assert_int_equal(rm_passwd_count(cfg.smtp.passwd), 1);
+	assert_true(rm_passwd_verify(cfg.smtp.passwd, "u@example.org", 13, "x", 1));
+	assert_non_null(rm_map_get_address(cfg.smtp.recipient_map, "Known@example.org", 17));
+	assert_false(cfg.smtp.vrfy);
+	assert_true(cfg.smtp.auth_plaintext && cfg.smtp.received_auth_user);
+	assert_int_equal(cfg.smtp.pregreet, RM_SMTP_PREGREET_LOG);
+	assert_int_equal(cfg.smtp.bare_lf, RM_SMTP_BARE_LF_NORMALISE);
+	assert_true(cfg.listeners[0].submission && cfg.listeners[0].proxy_protocol);
+
+	/* Mistakes, each with its line. */
+	load_fail("smtp = { hostname = \"not a host\"; };\n" SMTP_LISTENER, 1,
+		  "smtp.hostname = \"not a host\": must be a domain name");
+	load_fail("smtp = {\n  colour = 1;\n};\n" SMTP_LISTENER, 2, "unknown setting 'smtp.colour'");
+	load_fail("smtp = { relay_domains = ( { domain = \"ex ample\"; nexthop = \"x\"; } ); };\n" SMTP_LISTENER, 1,
+		  "smtp.relay_domains[0]: domain must be a domain name");
+	load_fail("smtp = { relay_domains = ( { domain = \"a.example\"; nexthop = \"::1:25\"; } ); };\n"
+		  SMTP_LISTENER, 1, "nexthop must be HOST, HOST:PORT, [HOST] or [HOST]:PORT");
+	load_fail("smtp = { relay_domains = ( { domain = \"a.example\"; nexthop = \"[::1]:0\"; } ); };\n"
+		  SMTP_LISTENER, 1, "nexthop must be");
+	load_fail("smtp = { relay_domains = ( { domain = \"a.example\"; nexthop = \"h\"; colour = 1; } ); };\n"
+		  SMTP_LISTENER, 1, "unknown setting 'colour'");
+	load_fail("smtp = { relay_domains = ( { domain = \"a.example\"; nexthop = \"h\"; },\n"
+		  "  { domain = \"A.example\"; nexthop = \"h\"; } ); };\n" SMTP_LISTENER, 1, "duplicate key");
+	load_fail("smtp = { mynetworks = [ \"10.0.0.1/8\" ]; };\n" SMTP_LISTENER, 1,
+		  "smtp.mynetworks[0] = \"10.0.0.1/8\"");
+	load_fail("smtp = { mynetworks = \"10.0.0.0/8\"; };\n" SMTP_LISTENER, 1, "must be a list of networks");
+	load_fail("smtp = { pregreet = \"drop\"; };\n" SMTP_LISTENER, 1, "must be one of reject, log");
+	load_fail("smtp = {\n  passwd_file = \"/nonexistent/passwd\";\n};\n" SMTP_LISTENER, 2,
+		  "smtp.passwd_file: /nonexistent/passwd");
+	load_fail("smtp = {\n\n  recipient_map = \"/nonexistent/map\";\n};\n" SMTP_LISTENER, 3,
+		  "smtp.recipient_map: /nonexistent/map");
+	load_fail("smtp = { relay_domains = ( ); relay_domains_file = \"/x\"; };\n" SMTP_LISTENER, 1,
+		  "give one of them");
+	load_fail("limits = { smtp_line_bytes_max = 100; };\n" SMTP_LISTENER, 1,
+		  "limits.smtp_line_bytes_max = 100: must be");
+	load_fail("limits = { smtp_recipients_max = 99; };\n" SMTP_LISTENER, 1, "limits.smtp_recipients_max = 99");
+	load_fail("listeners = (\n"
+		  "  { name = \"e\"; protocol = \"echo\"; address = \"127.0.0.1\"; port = 2007; submission = true; }\n"
+		  ");\n", 2, "submission and proxy_protocol are for protocol smtp");
+	write_text(passwd, "u@example.org:*\n");
+	snprintf(text, sizeof(text), "smtp = { passwd_file = \"%s\"; };\n" SMTP_LISTENER, passwd);
+	load_fail(text, 1, "smtp.passwd_file: ");
+	unlink(map);
+	unlink(passwd);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_config),
+		cmocka_unit_test(test_smtp_group),
 		cmocka_unit_test(test_defaults_when_absent),
 		cmocka_unit_test(test_workers_zero_resolves),
 		cmocka_unit_test(test_names),
