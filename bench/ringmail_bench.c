@@ -124,12 +124,16 @@
 #define SPOOL_GROUP_MAX 1000000u	/* --group */
 #define STALL_REPORT_MS 3000		/* no progress, nothing in flight: say so */
 #define STOP_GRACE_MS 5000		/* after the time limit, for commits in flight */
+#define SMTP_ADDR_MAX_OPT 200u		/* --from, --to */
+#define SMTP_CONNS_MAX_OPT 100000u	/* smtp --conns */
+#define SMTP_SIZE_MAX_OPT (32u << 20)	/* smtp --size */
+#define SMTP_RCPTS_MAX_OPT 1000u	/* --rcpts */
 
 static const char greeting[] = "+OK echo ready\r\n";
 static const char quit_line[] = "QUIT\r\n";
 static const char bye[] = "+OK bye\r\n";
 
-enum bench_mode { MODE_ECHO = 1, MODE_IDLE, MODE_SPOOL, MODE_SPOOL_LIMIT };
+enum bench_mode { MODE_ECHO = 1, MODE_IDLE, MODE_SPOOL, MODE_SPOOL_LIMIT, MODE_SMTP, MODE_SINK };
 
 struct bench_opts {
 	enum bench_mode mode;
@@ -158,6 +162,15 @@ struct bench_opts {
 	uint64_t messages;
 	uint32_t group;
 	bool keep;
+	/* smtp */
+	uint32_t rcpts;
+	char from[256];
+	char to[256];
+	char helo[128];
+	bool pipelining;
+	bool bdat;
+	uint32_t reply_timeout_ms;
+	bool messages_set;		/* sink: stop after M messages */
 };
 
 /* ---- round-trip histogram --------------------------------------------------
@@ -966,9 +979,31 @@ static void usage(FILE *out)
 		"  --group G             spool-limit: records per fdatasync (default 1)\n"
 		"  --keep                leave what the run wrote in DIR\n"
 		"  --time-limit S, --json, -v as above\n"
+		"\n"
+		"       ringmail-bench smtp [options]   SMTP load: messages answered 250 after the data\n"
+		"  --host, --port (default 25), --source, --workers, --ramp, --connect-timeout as above\n"
+		"  --conns N             sessions in the whole run (default 10; at most %u and M)\n"
+		"  --messages M          messages in the whole run, spread over the sessions (default 1000)\n"
+		"  --size BYTES          message size, headers included (default 4096, at most %u)\n"
+		"  --rcpts K             recipients per message (default 1; K > 1: r1..rK@ the --to domain)\n"
+		"  --from ADDR, --to ADDR  envelope (default sender@example.org, rcpt@example.com)\n"
+		"  --helo NAME           EHLO argument (default ringmail-bench.localdomain)\n"
+		"  --pipelining, --no-pipelining  MAIL, RCPT and DATA in one write when the server\n"
+		"                        offers PIPELINING (default on)\n"
+		"  --bdat                BDAT LAST instead of DATA when the server offers CHUNKING\n"
+		"  --timeout MS          for each reply (default 60000)\n"
+		"  --duration S          same as --time-limit S (default 300)\n"
+		"  --seed X, --json, -v  as above; every run also prints one RESULT key=value line\n"
+		"\n"
+		"       ringmail-bench sink --listen ADDR:PORT [options]   SMTP server that keeps nothing\n"
+		"  --listen ADDR:PORT    loopback only (127.0.0.1:2525, [::1]:2525); refused if taken\n"
+		"  --workers W           engine workers (default: online CPUs)\n"
+		"  --duration S          stop after S seconds (default 3600); SIGTERM/SIGINT stop it too\n"
+		"  --messages M          stop after M messages\n"
 		"Exit status: 0 when every connection completed and verified (spool modes: every\n"
 		"message durable), 1 otherwise, 2 usage or a failure to start.\n",
-		IDLE_RAMP_DEFAULT, LINE_BYTES_MIN, LINE_BYTES_MAX, SPOOL_SIZE_MAX);
+		IDLE_RAMP_DEFAULT, LINE_BYTES_MIN, LINE_BYTES_MAX, SPOOL_SIZE_MAX, SMTP_CONNS_MAX_OPT,
+		SMTP_SIZE_MAX_OPT);
 }
 
 static bool parse_u64(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -1033,7 +1068,80 @@ enum {
 	OPT_HOST = 1000, OPT_PORT, OPT_CONNS, OPT_LINES, OPT_LINE_BYTES, OPT_PIPELINE, OPT_WORKERS,
 	OPT_TIME_LIMIT, OPT_HOLD, OPT_RAMP, OPT_CONNECT_TIMEOUT, OPT_SEED, OPT_JSON, OPT_SOURCE,
 	OPT_DIR, OPT_WRITERS, OPT_SIZE, OPT_MESSAGES, OPT_GROUP, OPT_KEEP,
+	OPT_RCPTS, OPT_FROM, OPT_TO, OPT_HELO, OPT_PIPELINING, OPT_NO_PIPELINING, OPT_BDAT, OPT_TIMEOUT,
+	OPT_DURATION, OPT_LISTEN,
 };
+
+/* sink --listen ADDR:PORT ([V6]:PORT): loopback only, like the targets. */
+static bool parse_listen(struct bench_opts *o, const char *v)
+{
+	char host[64];
+	const char *colon = strrchr(v, ':');
+	const char *h = v;
+	size_t hl;
+	uint64_t port;
+
+	if (colon == NULL || colon == v) {
+		fprintf(stderr, "ringmail-bench: --listen %s: want ADDR:PORT (127.0.0.1:2525, [::1]:2525)\n", v);
+		return false;
+	}
+	hl = (size_t)(colon - v);
+	if (v[0] == '[' && hl >= 2 && v[hl - 1] == ']') {
+		h = v + 1;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host) || hl >= sizeof(o->host)) {
+		fprintf(stderr, "ringmail-bench: --listen: address too long\n");
+		return false;
+	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	if (!parse_u64("listen", colon + 1, 1, 65535, &port))
+		return false;
+	if (!parse_loopback("listen", host, (uint16_t)port, &o->dest, &o->dest_len))
+		return false;
+	snprintf(o->host, sizeof(o->host), "%s", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
+	o->port = (uint16_t)port;
+	return true;
+}
+
+/* An address for MAIL FROM / RCPT TO as the bench writes it between < and >. */
+static bool parse_smtp_addr(const char *name, const char *v, bool need_domain, char *out, size_t size)
+{
+	const char *at = strrchr(v, '@');
+	size_t n = strlen(v);
+
+	if (n >= SMTP_ADDR_MAX_OPT || n >= size)
+		goto bad;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] <= ' ' || (unsigned char)v[i] >= 0x7f || v[i] == '<' || v[i] == '>')
+			goto bad;
+	if (need_domain && (at == NULL || at == v || at[1] == '\0'))
+		goto bad;
+	snprintf(out, size, "%s", v);
+	return true;
+bad:
+	fprintf(stderr, "ringmail-bench: --%s '%s': want local@domain in printable ASCII, no spaces or "
+		"angle brackets, under %u bytes%s\n", name, v, SMTP_ADDR_MAX_OPT,
+		need_domain ? "" : " (or empty, the null reverse path)");
+	return false;
+}
+
+/* The smtp mode's checks after the options were read; same convention as parse_args. */
+static int check_smtp_args(struct bench_opts *o, bool spool_opt, bool echo_only, bool idle_only)
+{
+	if (spool_opt || echo_only || idle_only) {
+		fprintf(stderr, "ringmail-bench: smtp: --dir, --writers, --group, --keep and the echo and idle "
+			"options do not apply\n");
+		return -1;
+	}
+	if (o->conns > SMTP_CONNS_MAX_OPT || o->size_bytes > SMTP_SIZE_MAX_OPT) {
+		fprintf(stderr, "ringmail-bench: smtp: at most %u sessions and messages of %u bytes\n",
+			SMTP_CONNS_MAX_OPT, SMTP_SIZE_MAX_OPT);
+		return -1;
+	}
+	return 0;
+}
 
 static bool spool_mode(enum bench_mode m)
 {
@@ -1106,12 +1214,24 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{ "messages", required_argument, NULL, OPT_MESSAGES },
 		{ "group", required_argument, NULL, OPT_GROUP },
 		{ "keep", no_argument, NULL, OPT_KEEP },
+		{ "rcpts", required_argument, NULL, OPT_RCPTS },
+		{ "from", required_argument, NULL, OPT_FROM },
+		{ "to", required_argument, NULL, OPT_TO },
+		{ "helo", required_argument, NULL, OPT_HELO },
+		{ "pipelining", no_argument, NULL, OPT_PIPELINING },
+		{ "no-pipelining", no_argument, NULL, OPT_NO_PIPELINING },
+		{ "bdat", no_argument, NULL, OPT_BDAT },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "duration", required_argument, NULL, OPT_DURATION },
+		{ "listen", required_argument, NULL, OPT_LISTEN },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *host = "127.0.0.1", *source = NULL, *dir = NULL;
-	bool ramp_set = false, echo_only = false, idle_only = false;
+	const char *from = "sender@example.org", *to = "rcpt@example.com", *listen_arg = NULL;
+	bool time_set = false, size_set = false;
+	bool ramp_set = false, echo_only = false, idle_only = false, smtp_opt = false, msg_opt = false;
 	bool net_opt = false, spool_opt = false, workers_set = false, writers_set = false, group_set = false;
 	uint64_t v;
 	int opt;
@@ -1132,14 +1252,22 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		o->mode = MODE_SPOOL;
 	} else if (strcmp(argv[1], "spool-limit") == 0) {
 		o->mode = MODE_SPOOL_LIMIT;
+	} else if (strcmp(argv[1], "smtp") == 0) {
+		o->mode = MODE_SMTP;
+	} else if (strcmp(argv[1], "sink") == 0) {
+		o->mode = MODE_SINK;
 	} else {
-		fprintf(stderr, "ringmail-bench: unknown mode '%s' (echo, idle, spool or spool-limit)\n",
+		fprintf(stderr, "ringmail-bench: unknown mode '%s' (echo, idle, smtp, sink, spool or spool-limit)\n",
 			argv[1]);
 		usage(stderr);
 		return -1;
 	}
-	o->port = 2007;
-	o->conns = o->mode == MODE_ECHO ? 10 : 1000;
+	o->port = o->mode == MODE_SMTP ? 25 : 2007;
+	o->conns = o->mode == MODE_ECHO || o->mode == MODE_SMTP ? 10 : 1000;
+	o->rcpts = 1;
+	o->pipelining = true;
+	o->reply_timeout_ms = 60000;
+	snprintf(o->helo, sizeof(o->helo), "ringmail-bench.localdomain");
 	o->lines = 1000;
 	o->line_bytes = 100;
 	o->pipeline = 1;
@@ -1184,7 +1312,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_SEED:
 			if (!parse_u64("seed", optarg, 0, UINT64_MAX, &v)) return -1;
 			o->seed = v;
-			echo_only = true;
+			if (o->mode != MODE_SMTP)
+				echo_only = true;
 			break;
 		case OPT_WORKERS:
 			if (!parse_u64("workers", optarg, 1, RM_WORKERS_MAX, &v)) return -1;
@@ -1194,6 +1323,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_TIME_LIMIT:
 			if (!parse_u64("time-limit", optarg, 1, 86400, &v)) return -1;
 			o->time_limit_s = (uint32_t)v;
+			time_set = true;
 			break;
 		case OPT_HOLD:
 			if (!parse_u64("hold", optarg, 0, 86400, &v)) return -1;
@@ -1221,12 +1351,13 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_SIZE:
 			if (!parse_u64("size", optarg, 0, SPOOL_SIZE_MAX, &v)) return -1;
 			o->size_bytes = v;
-			spool_opt = true;
+			msg_opt = size_set = true;
 			break;
 		case OPT_MESSAGES:
 			if (!parse_u64("messages", optarg, 1, SPOOL_MESSAGES_MAX, &v)) return -1;
 			o->messages = v;
-			spool_opt = true;
+			o->messages_set = true;
+			msg_opt = true;
 			break;
 		case OPT_GROUP:
 			if (!parse_u64("group", optarg, 1, SPOOL_GROUP_MAX, &v)) return -1;
@@ -1234,6 +1365,36 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 			spool_opt = group_set = true;
 			break;
 		case OPT_KEEP: o->keep = true; spool_opt = true; break;
+		case OPT_RCPTS:
+			if (!parse_u64("rcpts", optarg, 1, SMTP_RCPTS_MAX_OPT, &v)) return -1;
+			o->rcpts = (uint32_t)v;
+			smtp_opt = true;
+			break;
+		case OPT_FROM: from = optarg; smtp_opt = true; break;
+		case OPT_TO: to = optarg; smtp_opt = true; break;
+		case OPT_HELO:
+			if (strlen(optarg) == 0 || strlen(optarg) >= sizeof(o->helo) || strpbrk(optarg, " \r\n\t") != NULL) {
+				fprintf(stderr, "ringmail-bench: --helo: a domain of at most %zu bytes\n",
+					sizeof(o->helo) - 1);
+				return -1;
+			}
+			snprintf(o->helo, sizeof(o->helo), "%s", optarg);
+			smtp_opt = true;
+			break;
+		case OPT_PIPELINING: o->pipelining = true; smtp_opt = true; break;
+		case OPT_NO_PIPELINING: o->pipelining = false; smtp_opt = true; break;
+		case OPT_BDAT: o->bdat = true; smtp_opt = true; break;
+		case OPT_TIMEOUT:
+			if (!parse_u64("timeout", optarg, 1, 3600000, &v)) return -1;
+			o->reply_timeout_ms = (uint32_t)v;
+			smtp_opt = true;
+			break;
+		case OPT_DURATION:
+			if (!parse_u64("duration", optarg, 1, 86400, &v)) return -1;
+			o->time_limit_s = (uint32_t)v;
+			time_set = true;
+			break;
+		case OPT_LISTEN: listen_arg = optarg; break;
 		case 'v': o->verbose = true; break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
@@ -1243,10 +1404,43 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		fprintf(stderr, "ringmail-bench: unexpected argument '%s'\n", argv[optind]);
 		return -1;
 	}
-	if (spool_mode(o->mode))
+	if (o->mode == MODE_SINK) {
+		if (net_opt || echo_only || idle_only || spool_opt || smtp_opt || size_set) {
+			fprintf(stderr, "ringmail-bench: sink takes --listen, --workers, --duration, --messages "
+				"and -v only\n");
+			return -1;
+		}
+		if (listen_arg == NULL) {
+			fprintf(stderr, "ringmail-bench: sink: --listen ADDR:PORT is required\n");
+			return -1;
+		}
+		if (!time_set)
+			o->time_limit_s = 3600;
+		return parse_listen(o, listen_arg) ? 0 : -1;
+	}
+	if (listen_arg != NULL) {
+		fprintf(stderr, "ringmail-bench: --listen is for sink mode\n");
+		return -1;
+	}
+	if (spool_mode(o->mode)) {
+		if (smtp_opt) {
+			fprintf(stderr, "ringmail-bench: the smtp options are for smtp mode\n");
+			return -1;
+		}
 		return check_spool_args(o, dir, net_opt, echo_only, idle_only, workers_set, writers_set,
 					group_set);
-	if (spool_opt) {
+	}
+	if (o->mode == MODE_SMTP) {
+		if (check_smtp_args(o, spool_opt, echo_only, idle_only) < 0 ||
+		    !parse_smtp_addr("from", from, false, o->from, sizeof(o->from)) ||
+		    !parse_smtp_addr("to", to, true, o->to, sizeof(o->to)))
+			return -1;
+	} else if (smtp_opt) {
+		fprintf(stderr, "ringmail-bench: --rcpts, --from, --to, --helo, --[no-]pipelining, --bdat and "
+			"--timeout are for smtp mode\n");
+		return -1;
+	}
+	if (o->mode != MODE_SMTP && (spool_opt || msg_opt)) {
 		fprintf(stderr, "ringmail-bench: --dir, --writers, --size, --messages, --group and --keep "
 			"are for the spool modes\n");
 		return -1;
@@ -1864,7 +2058,7 @@ static bool spool_dir_clean(const char *dir, unsigned workers)
 	bool ok = true;
 
 	for (unsigned i = 0; i < workers; i++) {
-		char sub[sizeof(((struct bench_opts *)0)->dir) + 8];
+		char sub[sizeof(((struct bench_opts *)0)->dir) + 16];	/* "/w" and up to 10 digits */
 		struct dirent *de;
 		DIR *d;
 
@@ -2288,6 +2482,1623 @@ static int limit_main(struct bench_opts *o)
 	return pass ? 0 : 1;
 }
 
+/* ---- smtp mode ------------------------------------------------------------------------------
+ * An SMTP load client: each session connects, reads the greeting, says EHLO
+ * once, then runs its share of the messages on that connection (MAIL, RCPT x K,
+ * DATA or BDAT, the content) and says QUIT.  Everything that is the same for
+ * every message (the commands, the body in its DATA and BDAT forms) is built
+ * once and queued by reference (rm_conn_send_static); only the headers, which
+ * carry a unique Message-ID, are copied per message. */
+
+#define SMTP_REPLY_LINE_MAX 1024u	/* RFC 5321 says 512 with CR LF; some slack */
+#define SMTP_TEXT_MAX 120u		/* reply text kept for the log */
+#define SMTP_BODY_LINE_MAX 78u		/* text per body line, CR LF not counted */
+#define SMTP_HEADER_MAX 1024u
+
+enum smtp_state {
+	T_UNUSED = 0,
+	T_CONNECTING,
+	T_GREETING,	/* waiting for 220 */
+	T_EHLO,
+	T_HELO,		/* EHLO was refused with 5xx */
+	T_MAIL,		/* the replies of one transaction, in order */
+	T_RCPT,
+	T_DATA,		/* waiting for 354 */
+	T_CONTENT,	/* content sent; waiting for the reply to its end */
+	T_RSET,
+	T_QUIT,
+	T_DONE,
+	T_FAILED,
+};
+
+enum smtp_fail {
+	Q_NONE = 0,
+	Q_CONNECT,
+	Q_CONNECT_TIMEOUT,
+	Q_GREETING,		/* not 220 */
+	Q_EHLO,			/* neither EHLO nor HELO accepted */
+	Q_TIMEOUT,		/* no reply within --timeout */
+	Q_PROTOCOL,		/* a reply that does not parse */
+	Q_CLOSING,		/* 421: the server closes */
+	Q_QUIT,			/* QUIT not answered 221 */
+	Q_EOF,			/* closed by the server before QUIT */
+	Q_SOCKET,
+	Q_WRITE,
+	Q_STOPPED,
+	Q_NOT_STARTED,
+	Q_COUNT
+};
+
+static const char *const smtp_fail_names[Q_COUNT] = {
+	[Q_NONE] = "none",
+	[Q_CONNECT] = "connect failed",
+	[Q_CONNECT_TIMEOUT] = "connect timed out",
+	[Q_GREETING] = "greeting not 220",
+	[Q_EHLO] = "EHLO (or HELO) refused",
+	[Q_TIMEOUT] = "no reply within --timeout",
+	[Q_PROTOCOL] = "reply does not parse",
+	[Q_CLOSING] = "421: server closing",
+	[Q_QUIT] = "QUIT not answered 221",
+	[Q_EOF] = "closed by server early",
+	[Q_SOCKET] = "socket error",
+	[Q_WRITE] = "output refused",
+	[Q_STOPPED] = "stopped (time limit or signal)",
+	[Q_NOT_STARTED] = "not started",
+};
+
+/* Where a transaction that failed got its first non-2xx/3xx reply. */
+enum smtp_stage { G_MAIL = 0, G_RCPT, G_DATA, G_END, G_COUNT };
+
+static const char *const smtp_stage_names[G_COUNT] = {
+	[G_MAIL] = "MAIL", [G_RCPT] = "RCPT", [G_DATA] = "DATA/BDAT", [G_END] = "end of data",
+};
+
+struct smtp_result {
+	uint64_t sessions_ok, sessions_failed;
+	uint64_t reasons[Q_COUNT];
+	int last_connect_err;
+	uint64_t msg_ok;		/* 2xx after the end of data */
+	uint64_t msg_4xx, msg_5xx;	/* by the class of the transaction's first refusal */
+	uint64_t msg_failed;		/* in flight when the session failed */
+	uint64_t msg_unsent;		/* never begun: the session failed first */
+	uint64_t stage_4xx[G_COUNT], stage_5xx[G_COUNT];
+	uint64_t replies_4xx, replies_5xx;	/* every reply, greeting and RSET included */
+	uint64_t rcpt_ok, rcpt_refused;
+	uint64_t content_bytes;		/* message bytes as sent (stuffed, terminator included) */
+	uint64_t offered_pipelining, offered_chunking, helo_fallback;
+	uint64_t size_limit;		/* SIZE offered (0: none), the last one seen */
+	struct hist lat_us;		/* end of content written -> its 250 */
+};
+
+struct smtp_worker;
+
+struct smtp_session {
+	struct smtp_worker *bw;
+	struct rm_conn *c;
+	uint32_t conn_no;
+	uint8_t state;			/* enum smtp_state */
+	uint8_t reason;			/* enum smtp_fail */
+	bool pipelining, chunking;	/* offered in the EHLO reply */
+	bool pipelined;			/* this transaction was sent in one write */
+	bool bdat;			/* this transaction uses BDAT */
+	bool in_tx;			/* a message is under way */
+	bool mail_ok;
+	int16_t tx_fail_code;		/* first refusal of this transaction, 0 none */
+	uint8_t tx_fail_stage;
+	uint32_t quota;			/* messages of this session */
+	uint32_t msgs_done;		/* transactions ended (ok or not) */
+	uint32_t rcpt_sent, rcpt_replies, rcpt_ok;
+	uint32_t reply_lines;		/* lines of the reply being read */
+	int reply_code;
+	uint64_t content_us;		/* when the content (or its BDAT) was written */
+	uint16_t line_len;
+	uint8_t line[SMTP_REPLY_LINE_MAX];
+	char text[SMTP_TEXT_MAX];	/* last reply line, for the log */
+};
+
+struct smtp_shared;
+
+struct smtp_worker {
+	struct smtp_shared *sh;
+	struct rm_worker *w;
+	unsigned index;
+	uint32_t first, share, started, connecting, finished;
+	double ramp_per_ms;
+	uint64_t t0_ms, done_us;
+	uint32_t failures_logged;
+	struct rm_worker_timer pace;
+	struct smtp_session *sessions;
+	struct smtp_result r;
+};
+
+/* What every message of the run shares; built once, read by every worker. */
+struct smtp_wire {
+	char *batch;		/* MAIL, RCPT x K, then DATA or BDAT (see below) */
+	size_t mail_len;	/* "MAIL FROM:<...>\r\n" */
+	size_t *rcpt_off;	/* K + 1 offsets into batch: RCPT i is [off[i], off[i + 1]) */
+	size_t data_len;	/* "DATA\r\n" at batch + rcpt_off[K] */
+	char *bdat_batch;	/* the same with "BDAT n LAST\r\n" instead of DATA */
+	size_t bdat_len;	/* the BDAT line */
+	uint8_t *body_wire;	/* the body dot-stuffed, then ".\r\n" */
+	size_t body_wire_len;
+	uint8_t *body_raw;	/* the body as it is (BDAT) */
+	size_t body_len;
+	size_t header_len;	/* every message's headers have this length */
+	unsigned subject_pad;	/* so that no body of one byte is needed */
+	uint64_t run_id;	/* in every Message-ID */
+	uint32_t dot_lines;	/* body lines that start with '.' */
+};
+
+struct smtp_shared {
+	struct bench_opts opt;
+	struct smtp_wire wire;
+	struct smtp_worker *workers;
+	uint64_t start_ms, start_us;
+	_Atomic uint64_t finished;
+	_Atomic uint64_t established;
+	_Atomic uint64_t accepted;	/* messages answered 2xx: progress only */
+};
+
+static bool smtp_final(const struct smtp_session *s)
+{
+	return s->state == T_DONE || s->state == T_FAILED;
+}
+
+/* Messages of session k: M / N each, the first M % N one more. */
+static uint32_t smtp_quota(const struct bench_opts *o, uint32_t conn_no)
+{
+	return (uint32_t)(o->messages / o->conns + (conn_no < o->messages % o->conns ? 1 : 0));
+}
+
+/* The headers of one message: fixed widths, so every message has the same length. */
+static size_t smtp_header(const struct smtp_shared *sh, uint32_t conn_no, uint32_t msg, char *out, size_t size)
+{
+	const struct bench_opts *o = &sh->opt;
+	const char *at = strchr(o->to, '@');
+	char to[sizeof(((struct bench_opts *)0)->to) + 8];
+	int n;
+
+	if (o->rcpts > 1)
+		snprintf(to, sizeof(to), "r1%s", at != NULL ? at : "");
+	else
+		snprintf(to, sizeof(to), "%s", o->to);
+	n = snprintf(out, size,
+		     "From: <%s>\r\n"
+		     "To: <%s>\r\n"
+		     "Subject: ringmail-bench message %010u of session %010u%.*s\r\n"
+		     "Message-ID: <%016" PRIx64 ".%010u.%010u@ringmail-bench.invalid>\r\n"
+		     "\r\n",
+		     o->from, to, msg, conn_no, (int)sh->wire.subject_pad, "xxxxxxxx",
+		     sh->wire.run_id, conn_no, msg);
+	RM_ASSERT(n > 0 && (size_t)n < size);
+	return (size_t)n;
+}
+
+/* The body: printable lines of 1 to 78 characters, every seventh starting with '.'
+ * (some are a lone "."), lengths chosen so that the body is exactly len bytes. */
+static void smtp_build_body(struct smtp_wire *wr, uint64_t seed, size_t len)
+{
+	size_t left = len, o = 0, wo = 0;
+	uint32_t line = 0;
+
+	wr->body_raw = malloc(len ? len : 1);
+	/* Worst case every line is ".\r\n" stuffed to "..\r\n": 4/3, plus the terminator. */
+	wr->body_wire = malloc(len + len / 3 + 8);
+	if (wr->body_raw == NULL || wr->body_wire == NULL)
+		rm_fatal("out of memory");
+	while (left > 0) {
+		uint64_t h = mix64(seed ^ mix64(0x5eedull + line));
+		size_t text = 1 + (size_t)(h % SMTP_BODY_LINE_MAX);
+
+		RM_ASSERT(left >= 2);
+		if (line == 3)
+			text = 1;		/* a lone ".": stuffed to ".." on the wire */
+		if (left <= SMTP_BODY_LINE_MAX + 2)
+			text = left - 2;		/* the last line takes the rest */
+		else if (left - (text + 2) == 1)
+			text = text < SMTP_BODY_LINE_MAX ? text + 1 : text - 1;	/* never leave one byte */
+		for (size_t i = 0; i < text; i++) {
+			uint64_t b = mix64(h + i / 8) >> (8 * (i % 8));
+			uint8_t ch = (uint8_t)(0x20 + ((unsigned)(b & 0xff) * 95u >> 8));	/* ' ' .. '~' */
+
+			if (i == 0 && ch == ' ')
+				ch = 'a';
+			if (i == 0 && line % 7 == 3)
+				ch = '.';
+			else if (i == 0 && ch == '.')
+				ch = ',';
+			if (i + 1 == text && ch == ' ')
+				ch = 'z';	/* no trailing white space */
+			wr->body_raw[o + i] = ch;
+		}
+		if (text > 0 && wr->body_raw[o] == '.') {
+			wr->body_wire[wo++] = '.';
+			wr->dot_lines++;
+		}
+		memcpy(wr->body_wire + wo, wr->body_raw + o, text);
+		wo += text;
+		wr->body_raw[o + text] = '\r';
+		wr->body_raw[o + text + 1] = '\n';
+		wr->body_wire[wo++] = '\r';
+		wr->body_wire[wo++] = '\n';
+		o += text + 2;
+		left -= text + 2;
+		line++;
+	}
+	memcpy(wr->body_wire + wo, ".\r\n", 3);
+	wr->body_wire_len = wo + 3;
+	wr->body_len = len;
+}
+
+static void smtp_build_wire(struct smtp_shared *sh)
+{
+	const struct bench_opts *o = &sh->opt;
+	struct smtp_wire *wr = &sh->wire;
+	const char *at = strchr(o->to, '@');
+	size_t cap = 32 + strlen(o->from) + (size_t)o->rcpts * (strlen(o->to) + 32) + 64, off;
+	char hdr[SMTP_HEADER_MAX], bdat_line[64];
+	size_t body;
+	int n;
+
+	wr->run_id = mix64(o->seed ^ now_us() ^ ((uint64_t)getpid() << 32));
+	wr->subject_pad = 0;
+	wr->header_len = smtp_header(sh, 0, 0, hdr, sizeof(hdr));
+	body = o->size_bytes > wr->header_len ? (size_t)o->size_bytes - wr->header_len : 0;
+	if (body == 1) {
+		/* A body of one byte cannot be a line: one more byte of subject instead. */
+		wr->subject_pad = 1;
+		wr->header_len++;
+		body = 0;
+	}
+	smtp_build_body(wr, o->seed, body);
+	wr->batch = malloc(cap);
+	wr->bdat_batch = malloc(cap);
+	wr->rcpt_off = calloc((size_t)o->rcpts + 1, sizeof(*wr->rcpt_off));
+	if (wr->batch == NULL || wr->bdat_batch == NULL || wr->rcpt_off == NULL)
+		rm_fatal("out of memory");
+	n = snprintf(wr->batch, cap, "MAIL FROM:<%s>\r\n", o->from);
+	RM_ASSERT(n > 0 && (size_t)n < cap);
+	wr->mail_len = (size_t)n;
+	off = wr->mail_len;
+	for (uint32_t i = 0; i < o->rcpts; i++) {
+		wr->rcpt_off[i] = off;
+		if (o->rcpts > 1)
+			n = snprintf(wr->batch + off, cap - off, "RCPT TO:<r%u%s>\r\n", i + 1, at != NULL ? at : "");
+		else
+			n = snprintf(wr->batch + off, cap - off, "RCPT TO:<%s>\r\n", o->to);
+		RM_ASSERT(n > 0 && (size_t)n < cap - off);
+		off += (size_t)n;
+	}
+	wr->rcpt_off[o->rcpts] = off;
+	memcpy(wr->bdat_batch, wr->batch, off);
+	RM_ASSERT(off + 7 <= cap);
+	memcpy(wr->batch + off, "DATA\r\n", 6);
+	wr->data_len = 6;
+	n = snprintf(bdat_line, sizeof(bdat_line), "BDAT %zu LAST\r\n", wr->header_len + wr->body_len);
+	RM_ASSERT(n > 0 && (size_t)n < sizeof(bdat_line) && off + (size_t)n <= cap);
+	memcpy(wr->bdat_batch + off, bdat_line, (size_t)n);
+	wr->bdat_len = (size_t)n;
+}
+
+static void smtp_free_wire(struct smtp_wire *wr)
+{
+	free(wr->batch);
+	free(wr->bdat_batch);
+	free(wr->rcpt_off);
+	free(wr->body_wire);
+	free(wr->body_raw);
+}
+
+/* Record why the session failed (the first reason wins) and log the first few. */
+static bool smtp_note_failure(struct smtp_session *s, enum smtp_fail why, const char *detail)
+{
+	struct smtp_worker *bw = s->bw;
+
+	if (smtp_final(s))
+		return false;
+	s->state = T_FAILED;
+	s->reason = (uint8_t)why;
+	if (why != Q_STOPPED && bw->failures_logged < FAILURES_LOGGED_MAX) {
+		bw->failures_logged++;
+		rm_warn(s->c != NULL ? s->c->id : 0, "session %u: %s%s%s", s->conn_no, smtp_fail_names[why],
+			detail != NULL ? ": " : "", detail != NULL ? detail : "");
+	}
+	return true;
+}
+
+static void smtp_fail(struct smtp_session *s, enum smtp_fail why, const char *detail)
+{
+	if (smtp_note_failure(s, why, detail) && s->c != NULL)
+		rm_conn_abort(s->c, -EPROTO);
+}
+
+/* Queue output; false (and the session failed) when the engine refuses it. */
+static bool smtp_out(struct smtp_session *s, const void *p, size_t len, bool copy)
+{
+	int rc;
+
+	if (smtp_final(s))
+		return false;
+	rc = copy ? rm_conn_write(s->c, p, len) : rm_conn_send_static(s->c, p, len);
+	if (rc < 0) {
+		smtp_fail(s, Q_WRITE, "the output queue is full");
+		return false;
+	}
+	return true;
+}
+
+static void smtp_arm(struct smtp_session *s)
+{
+	rm_conn_timer(s->c, s->bw->sh->opt.reply_timeout_ms);
+}
+
+static void smtp_send_quit(struct smtp_session *s)
+{
+	static const char quit[] = "QUIT\r\n";
+
+	if (smtp_out(s, quit, sizeof(quit) - 1, false))
+		s->state = T_QUIT;
+}
+
+/* The message content: its headers (copied: they are unique) and the shared body.
+ * The caller sets the state: T_CONTENT, or T_MAIL for pipelined BDAT, where the
+ * MAIL and RCPT replies come first. */
+static void smtp_send_content(struct smtp_session *s)
+{
+	const struct smtp_shared *sh = s->bw->sh;
+	const struct smtp_wire *wr = &sh->wire;
+	char hdr[SMTP_HEADER_MAX];
+	size_t hl = smtp_header(sh, s->conn_no, s->msgs_done, hdr, sizeof(hdr));
+
+	RM_ASSERT(hl == wr->header_len);
+	if (!smtp_out(s, hdr, hl, true))
+		return;
+	if (s->bdat) {
+		if (!smtp_out(s, wr->body_raw, wr->body_len, false))
+			return;
+		s->bw->r.content_bytes += hl + wr->body_len;
+	} else {
+		if (!smtp_out(s, wr->body_wire, wr->body_wire_len, false))
+			return;
+		s->bw->r.content_bytes += hl + wr->body_wire_len;
+	}
+	s->content_us = now_us();
+}
+
+/* Start the next message, or QUIT when the session's share is done. */
+static void smtp_next(struct smtp_session *s)
+{
+	const struct smtp_shared *sh = s->bw->sh;
+	const struct bench_opts *o = &sh->opt;
+	const struct smtp_wire *wr = &sh->wire;
+
+	if (s->msgs_done >= s->quota) {
+		smtp_send_quit(s);
+		return;
+	}
+	s->in_tx = true;
+	s->mail_ok = false;
+	s->tx_fail_code = 0;
+	s->rcpt_sent = s->rcpt_replies = s->rcpt_ok = 0;
+	s->bdat = o->bdat && s->chunking;
+	s->pipelined = o->pipelining && s->pipelining;
+	s->state = T_MAIL;
+	if (!s->pipelined) {
+		smtp_out(s, wr->batch, wr->mail_len, false);
+		return;
+	}
+	/* One write: MAIL, every RCPT, DATA (RFC 2920 waits for 354 before the
+	 * content) or BDAT with the content itself (RFC 3030 allows that). */
+	s->rcpt_sent = o->rcpts;
+	if (!s->bdat) {
+		smtp_out(s, wr->batch, wr->rcpt_off[o->rcpts] + wr->data_len, false);
+		return;
+	}
+	if (smtp_out(s, wr->bdat_batch, wr->rcpt_off[o->rcpts] + wr->bdat_len, false))
+		smtp_send_content(s);
+}
+
+/* The transaction is over: count it by its first refusal (or as accepted). */
+static void smtp_tx_end(struct smtp_session *s, int end_code)
+{
+	struct smtp_result *r = &s->bw->r;
+	int code = s->tx_fail_code != 0 ? s->tx_fail_code : end_code;
+	unsigned stage = s->tx_fail_code != 0 ? s->tx_fail_stage : G_END;
+
+	s->in_tx = false;
+	s->msgs_done++;
+	if (s->tx_fail_code == 0 && end_code / 100 == 2) {
+		r->msg_ok++;
+		atomic_fetch_add_explicit(&s->bw->sh->accepted, 1, memory_order_relaxed);
+		hist_add(&r->lat_us, now_us() - s->content_us);
+	} else if (code / 100 == 4) {
+		r->msg_4xx++;
+		r->stage_4xx[stage]++;
+	} else {
+		r->msg_5xx++;
+		r->stage_5xx[stage]++;
+	}
+}
+
+static void smtp_tx_refused(struct smtp_session *s, int code, enum smtp_stage stage)
+{
+	struct smtp_worker *bw = s->bw;
+
+	if (s->tx_fail_code != 0)
+		return;
+	s->tx_fail_code = (int16_t)code;
+	s->tx_fail_stage = (uint8_t)stage;
+	if (bw->failures_logged < FAILURES_LOGGED_MAX) {
+		bw->failures_logged++;
+		rm_warn(s->c->id, "session %u message %u: %s refused: %s", s->conn_no, s->msgs_done,
+			smtp_stage_names[stage], s->text);
+	}
+}
+
+/* A failed transaction whose replies are all in: RSET, then the next message. */
+static void smtp_rset(struct smtp_session *s)
+{
+	static const char rset[] = "RSET\r\n";
+
+	smtp_tx_end(s, 0);
+	if (smtp_out(s, rset, sizeof(rset) - 1, false))
+		s->state = T_RSET;
+}
+
+static void smtp_send_ehlo(struct smtp_session *s, const char *verb)
+{
+	char line[160];
+	int n = snprintf(line, sizeof(line), "%s %s\r\n", verb, s->bw->sh->opt.helo);
+
+	RM_ASSERT(n > 0 && (size_t)n < sizeof(line));
+	smtp_out(s, line, (size_t)n, true);
+}
+
+/* One complete reply (the code of its last line) in the session's current state. */
+static void smtp_reply(struct smtp_session *s, int code)
+{
+	struct smtp_worker *bw = s->bw;
+	const struct bench_opts *o = &bw->sh->opt;
+	const struct smtp_wire *wr = &bw->sh->wire;
+	bool ok = code / 100 == 2;
+
+	if (code / 100 == 4)
+		bw->r.replies_4xx++;
+	else if (code / 100 == 5)
+		bw->r.replies_5xx++;
+	if (code == 421 && s->state != T_QUIT) {
+		/* The server is going away: what is in flight is lost. */
+		if (s->in_tx) {
+			smtp_tx_refused(s, code, s->state == T_MAIL ? G_MAIL : s->state == T_RCPT ? G_RCPT :
+					s->state == T_CONTENT ? G_END : G_DATA);
+			smtp_tx_end(s, code);
+		}
+		smtp_fail(s, Q_CLOSING, s->text);
+		return;
+	}
+	switch (s->state) {
+	case T_GREETING:
+		if (code != 220) {
+			smtp_fail(s, Q_GREETING, s->text);
+			return;
+		}
+		atomic_fetch_add_explicit(&bw->sh->established, 1, memory_order_relaxed);
+		smtp_send_ehlo(s, "EHLO");
+		s->state = T_EHLO;
+		return;
+	case T_EHLO:
+	case T_HELO:
+		if (!ok) {
+			if (s->state == T_EHLO && code / 100 == 5) {
+				bw->r.helo_fallback++;
+				s->pipelining = s->chunking = false;
+				smtp_send_ehlo(s, "HELO");
+				s->state = T_HELO;
+				return;
+			}
+			smtp_fail(s, Q_EHLO, s->text);
+			return;
+		}
+		if (s->pipelining)
+			bw->r.offered_pipelining++;
+		if (s->chunking)
+			bw->r.offered_chunking++;
+		smtp_next(s);
+		return;
+	case T_MAIL:
+		s->mail_ok = ok;
+		if (!ok)
+			smtp_tx_refused(s, code, G_MAIL);
+		if (s->pipelined) {
+			s->state = T_RCPT;
+			return;
+		}
+		if (!ok) {
+			smtp_rset(s);
+			return;
+		}
+		s->state = T_RCPT;
+		s->rcpt_sent = 1;
+		smtp_out(s, wr->batch + wr->rcpt_off[0], wr->rcpt_off[1] - wr->rcpt_off[0], false);
+		return;
+	case T_RCPT:
+		s->rcpt_replies++;
+		if (ok) {
+			s->rcpt_ok++;
+			bw->r.rcpt_ok++;
+		} else {
+			bw->r.rcpt_refused++;
+			/* One recipient refused while others pass is not the message's failure. */
+			if (s->rcpt_replies == o->rcpts && s->rcpt_ok == 0)
+				smtp_tx_refused(s, code, G_RCPT);
+		}
+		if (s->rcpt_replies < o->rcpts) {
+			if (!s->pipelined) {
+				uint32_t i = s->rcpt_sent++;
+
+				smtp_out(s, wr->batch + wr->rcpt_off[i], wr->rcpt_off[i + 1] - wr->rcpt_off[i], false);
+			}
+			return;
+		}
+		if (s->pipelined) {
+			/* Pipelined BDAT: the next reply is the chunk's. */
+			s->state = s->bdat ? T_CONTENT : T_DATA;
+			return;
+		}
+		if (s->rcpt_ok == 0) {
+			smtp_rset(s);
+			return;
+		}
+		if (s->bdat) {
+			s->state = T_CONTENT;
+			if (smtp_out(s, wr->bdat_batch + wr->rcpt_off[o->rcpts], wr->bdat_len, false))
+				smtp_send_content(s);
+			return;
+		}
+		s->state = T_DATA;
+		smtp_out(s, wr->batch + wr->rcpt_off[o->rcpts], wr->data_len, false);
+		return;
+	case T_DATA:
+		if (code != 354) {
+			smtp_tx_refused(s, code, G_DATA);
+			smtp_rset(s);
+			return;
+		}
+		/* 354 after a refused MAIL or no recipient: the content still has to end the data. */
+		s->state = T_CONTENT;
+		smtp_send_content(s);
+		return;
+	case T_CONTENT:
+		if (!ok)
+			smtp_tx_refused(s, code, s->bdat && (!s->mail_ok || s->rcpt_ok == 0) ? G_DATA : G_END);
+		smtp_tx_end(s, code);
+		smtp_next(s);
+		return;
+	case T_RSET:
+		smtp_next(s);
+		return;
+	case T_QUIT:
+		if (code != 221) {
+			smtp_fail(s, Q_QUIT, s->text);
+			return;
+		}
+		s->state = T_DONE;
+		rm_conn_timer(s->c, 0);
+		rm_conn_close(s->c);
+		return;
+	default:
+		smtp_fail(s, Q_PROTOCOL, "a reply when none was due");
+		return;
+	}
+}
+
+/* The EHLO keywords we act on (RFC 5321 4.1.1.1: keyword, then parameters). */
+static void smtp_ehlo_line(struct smtp_session *s, const uint8_t *p, size_t n)
+{
+	size_t k = 0;
+
+	while (k < n && p[k] != ' ')
+		k++;
+	if (k == 10 && strncasecmp((const char *)p, "PIPELINING", 10) == 0)
+		s->pipelining = true;
+	else if (k == 8 && strncasecmp((const char *)p, "CHUNKING", 8) == 0)
+		s->chunking = true;
+	else if (k == 4 && strncasecmp((const char *)p, "SIZE", 4) == 0) {
+		uint64_t v = 0;
+
+		for (size_t i = 5; i < n && i < 24 && p[i] >= '0' && p[i] <= '9'; i++)
+			v = v * 10 + (uint64_t)(p[i] - '0');
+		s->bw->r.size_limit = v;
+	}
+}
+
+/* One reply line (LF and any CR stripped by the caller). */
+static void smtp_reply_line(struct smtp_session *s, const uint8_t *p, size_t n)
+{
+	char shown[64];
+	int code;
+	char sep;
+
+	if (n < 3 || p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' ||
+	    (n > 3 && p[3] != ' ' && p[3] != '-')) {
+		smtp_fail(s, Q_PROTOCOL, escape(p, n < 40 ? n : 40, shown, sizeof(shown)));
+		return;
+	}
+	code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+	sep = n > 3 ? (char)p[3] : ' ';
+	if (s->reply_lines > 0 && code != s->reply_code) {
+		smtp_fail(s, Q_PROTOCOL, "the lines of a multi-line reply differ in their code");
+		return;
+	}
+	s->reply_code = code;
+	if (s->state == T_EHLO && s->reply_lines > 0 && n > 4)
+		smtp_ehlo_line(s, p + 4, n - 4);
+	s->reply_lines++;
+	if (sep == '-')
+		return;
+	escape(p, n, s->text, sizeof(s->text));
+	s->reply_lines = 0;
+	smtp_reply(s, code);
+}
+
+static size_t smtp_on_data(struct rm_conn *c, const struct rm_rx *rx)
+{
+	struct smtp_session *s = c->session;
+	const uint8_t *p = rx->data;
+	size_t n = rx->len, pos = 0;
+
+	RM_ASSERT(s != NULL && s->c == c);
+	if (!smtp_final(s))
+		smtp_arm(s);
+	/* Everything is consumed; a line cut by the buffer waits in s->line. */
+	while (pos < n && !smtp_final(s)) {
+		const uint8_t *lf = memchr(p + pos, '\n', n - pos);
+		size_t take = lf != NULL ? (size_t)(lf - (p + pos)) + 1 : n - pos;
+		const uint8_t *line;
+		size_t len;
+
+		if (s->line_len + take > sizeof(s->line)) {
+			smtp_fail(s, Q_PROTOCOL, "reply line longer than 1024 bytes");
+			break;
+		}
+		if (lf == NULL) {
+			memcpy(s->line + s->line_len, p + pos, take);
+			s->line_len = (uint16_t)(s->line_len + take);
+			break;
+		}
+		if (s->line_len == 0) {
+			line = p + pos;
+			len = take;
+		} else {
+			memcpy(s->line + s->line_len, p + pos, take);
+			line = s->line;
+			len = s->line_len + take;
+			s->line_len = 0;
+		}
+		pos += take;
+		len--;				/* LF */
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		smtp_reply_line(s, line, len);
+	}
+	return n;
+}
+
+static void smtp_on_connect(struct rm_conn *c, int err)
+{
+	struct smtp_session *s = c->session;
+	struct smtp_worker *bw = s->bw;
+
+	RM_ASSERT(s->state == T_CONNECTING && bw->connecting > 0);
+	bw->connecting--;
+	if (err != 0) {
+		bw->r.last_connect_err = err;
+		smtp_note_failure(s, err == -ETIMEDOUT ? Q_CONNECT_TIMEOUT : Q_CONNECT, strerror(-err));
+		return;
+	}
+	s->state = T_GREETING;
+	smtp_arm(s);
+}
+
+static void smtp_on_timeout(struct rm_conn *c)
+{
+	struct smtp_session *s = c->session;
+	char detail[96];
+
+	snprintf(detail, sizeof(detail), "%u ms in state %u after %u of %u messages",
+		 s->bw->sh->opt.reply_timeout_ms, s->state, s->msgs_done, s->quota);
+	smtp_fail(s, Q_TIMEOUT, detail);
+}
+
+static void smtp_on_eof(struct rm_conn *c)
+{
+	struct smtp_session *s = c->session;
+
+	char detail[SMTP_TEXT_MAX + 16];
+
+	if (s->state == T_DONE)
+		return;
+	snprintf(detail, sizeof(detail), "last reply: %s", s->text[0] != '\0' ? s->text : "none");
+	smtp_fail(s, Q_EOF, detail);
+}
+
+static void smtp_on_shutdown(struct rm_conn *c)
+{
+	struct smtp_session *s = c->session;
+
+	if (s->state == T_DONE)
+		return;
+	if (s->state == T_CONNECTING) {
+		RM_ASSERT(s->bw->connecting > 0);
+		s->bw->connecting--;
+	}
+	smtp_fail(s, Q_STOPPED, NULL);
+}
+
+/* Count what the session did; every message of its share ends up in exactly one counter. */
+static void smtp_account(struct smtp_session *s)
+{
+	struct smtp_worker *bw = s->bw;
+	uint32_t unsent = s->quota - s->msgs_done;
+
+	if (s->state == T_DONE) {
+		bw->r.sessions_ok++;
+	} else {
+		bw->r.sessions_failed++;
+		bw->r.reasons[s->reason]++;
+	}
+	if (s->in_tx) {
+		bw->r.msg_failed++;
+		unsent--;
+	}
+	bw->r.msg_unsent += unsent;
+	bw->finished++;
+	atomic_fetch_add_explicit(&bw->sh->finished, 1, memory_order_relaxed);
+}
+
+static void smtp_on_close(struct rm_conn *c, int err)
+{
+	struct smtp_session *s = c->session;
+	struct smtp_worker *bw = s->bw;
+
+	if (s->state == T_CONNECTING) {
+		RM_ASSERT(bw->connecting > 0);
+		bw->connecting--;
+		s->state = T_FAILED;
+		s->reason = Q_STOPPED;
+	}
+	if (!smtp_final(s)) {
+		s->state = T_FAILED;
+		s->reason = err != 0 ? Q_SOCKET : Q_EOF;
+		if (bw->failures_logged < FAILURES_LOGGED_MAX) {
+			bw->failures_logged++;
+			rm_warn(c->id, "session %u: %s%s%s", s->conn_no, smtp_fail_names[s->reason],
+				err != 0 ? ": " : "", err != 0 ? strerror(-err) : "");
+		}
+	}
+	smtp_account(s);
+	s->c = NULL;
+	c->session = NULL;
+}
+
+static const struct rm_session_ops smtp_client_ops = {
+	.protocol = "bench-smtp-client",
+	.on_data = smtp_on_data,
+	.on_timeout = smtp_on_timeout,
+	.on_eof = smtp_on_eof,
+	.on_shutdown = smtp_on_shutdown,
+	.on_close = smtp_on_close,
+	.on_connect = smtp_on_connect,
+};
+
+static void smtp_start_one(struct smtp_worker *bw)
+{
+	struct smtp_shared *sh = bw->sh;
+	struct smtp_session *s = &bw->sessions[bw->started];
+	struct rm_connect_options co = {
+		.dest = &sh->opt.dest.sa,
+		.dest_len = sh->opt.dest_len,
+		.source = sh->opt.source_len != 0 ? &sh->opt.source.sa : NULL,
+		.source_len = sh->opt.source_len,
+		.timeout_ms = sh->opt.connect_timeout_ms,
+	};
+	int err = 0;
+
+	RM_ASSERT(bw->started < bw->share);
+	memset(s, 0, sizeof(*s));
+	s->bw = bw;
+	s->conn_no = bw->first + bw->started;
+	s->quota = smtp_quota(&sh->opt, s->conn_no);
+	s->state = T_CONNECTING;
+	bw->started++;
+	s->c = rm_conn_connect(bw->w, &co, &smtp_client_ops, s, &err);
+	if (s->c == NULL) {
+		/* No callback will come: account here. */
+		s->state = T_FAILED;
+		s->reason = Q_CONNECT;
+		bw->r.last_connect_err = err;
+		if (bw->failures_logged < FAILURES_LOGGED_MAX) {
+			bw->failures_logged++;
+			rm_warn(0, "session %u: cannot start: %s", s->conn_no, strerror(-err));
+		}
+		smtp_account(s);
+		return;
+	}
+	bw->connecting++;
+}
+
+static void smtp_pace_fire(struct rm_worker *w, void *arg)
+{
+	/* Nothing to do here: worker_tick runs after the timers and starts what is due. */
+}
+
+/* Start what the ramp allows; return when the next connect is due (UINT64_MAX: none). */
+static uint64_t smtp_ramp(struct smtp_worker *bw, uint64_t now_ms)
+{
+	uint64_t allowed, next;
+
+	if (bw->ramp_per_ms <= 0) {
+		allowed = bw->share;
+	} else {
+		allowed = (uint64_t)(bw->ramp_per_ms * (double)(now_ms - bw->t0_ms)) + 1;
+		if (allowed > bw->share)
+			allowed = bw->share;
+	}
+	while (bw->started < allowed && bw->connecting < CONNECTING_MAX)
+		smtp_start_one(bw);
+	if (bw->started >= bw->share || bw->connecting >= CONNECTING_MAX)
+		return UINT64_MAX;
+	next = bw->t0_ms + (uint64_t)((double)bw->started / bw->ramp_per_ms + 0.999);
+	return next > now_ms ? next : now_ms + 1;
+}
+
+static bool smtp_tick(struct rm_worker *w, void *arg)
+{
+	struct smtp_worker *bw = rm_worker_user(w);
+	uint64_t now = rm_worker_now_ms(w);
+
+	RM_ASSERT(bw != NULL && bw->sh == arg);
+	if (rm_worker_stopping(w)) {
+		/* Time limit or signal: what never started counts as not sent. */
+		while (bw->started < bw->share) {
+			struct smtp_session *s = &bw->sessions[bw->started++];
+
+			memset(s, 0, sizeof(*s));
+			s->bw = bw;
+			s->conn_no = bw->first + bw->started - 1;
+			s->quota = smtp_quota(&bw->sh->opt, s->conn_no);
+			s->state = T_FAILED;
+			s->reason = Q_NOT_STARTED;
+			smtp_account(s);
+		}
+		rm_worker_timer_cancel(w, &bw->pace);
+	} else if (bw->started < bw->share) {
+		uint64_t wake = smtp_ramp(bw, now);
+
+		rm_worker_timer_cancel(w, &bw->pace);
+		/* A connect completion runs the tick too; the loop wakes at least once a second. */
+		if (wake != UINT64_MAX)
+			rm_worker_timer_set(w, &bw->pace, (uint32_t)(wake > now ? wake - now : 1));
+	}
+	if (bw->finished < bw->share)
+		return true;
+	if (bw->done_us == 0)
+		bw->done_us = now_us();
+	return false;
+}
+
+static void smtp_worker_start(struct rm_worker *w, void *arg)
+{
+	struct smtp_shared *sh = arg;
+	struct smtp_worker *bw = &sh->workers[rm_worker_index(w)];
+
+	bw->w = w;
+	bw->t0_ms = rm_worker_now_ms(w);
+	bw->pace.fire = smtp_pace_fire;
+	bw->pace.arg = bw;
+	rm_worker_set_user(w, bw);
+	if (bw->share > 0)
+		smtp_ramp(bw, bw->t0_ms);
+}
+
+/* The client daemon's configuration: no listener, output room for a whole message. */
+static void smtp_make_config(const struct smtp_shared *sh, struct rm_config *cfg)
+{
+	const struct bench_opts *o = &sh->opt;
+	const struct smtp_wire *wr = &sh->wire;
+	uint32_t share_max = (o->conns + o->workers - 1) / o->workers;
+	uint64_t msg = wr->rcpt_off[o->rcpts] + wr->bdat_len + wr->header_len +
+		       (wr->body_wire_len > wr->body_len ? wr->body_wire_len : wr->body_len);
+	uint64_t out_max = 2 * msg + 65536, copied, blocks;
+
+	rm_config_defaults(cfg);
+	cfg->workers = o->workers;
+	cfg->log_level = o->verbose ? RM_LOG_INFO : RM_LOG_WARN;
+	cfg->listener_count = 0;
+	cfg->control_socket[0] = '\0';
+	cfg->limits.connections_per_worker = share_max + 16;
+	if (out_max > UINT32_MAX / 2)
+		out_max = UINT32_MAX / 2;
+	if (out_max > cfg->limits.output_bytes_max)
+		cfg->limits.output_bytes_max = (uint32_t)out_max;
+	/* Copied per session and message: the headers and a command line; the rest is static. */
+	copied = (wr->header_len + 512 + 4095) / 4096 + 1;
+	blocks = (uint64_t)share_max * 2 * copied + 64;
+	if (blocks < cfg->limits.write_blocks_per_worker)
+		blocks = cfg->limits.write_blocks_per_worker;
+	if (blocks > 1048576)
+		blocks = 1048576;
+	cfg->limits.write_blocks_per_worker = (uint32_t)blocks;
+	cfg->limits.connect_timeout_ms = o->connect_timeout_ms;
+	cfg->limits.shutdown_timeout_ms = SHUTDOWN_GRACE_MS;
+}
+
+static void smtp_sum(const struct smtp_shared *sh, struct smtp_result *t)
+{
+	const struct bench_opts *o = &sh->opt;
+
+	for (uint32_t i = 0; i < o->workers; i++) {
+		const struct smtp_result *r = &sh->workers[i].r;
+
+		t->sessions_ok += r->sessions_ok;
+		t->sessions_failed += r->sessions_failed;
+		for (unsigned k = 0; k < Q_COUNT; k++)
+			t->reasons[k] += r->reasons[k];
+		if (r->last_connect_err != 0)
+			t->last_connect_err = r->last_connect_err;
+		t->msg_ok += r->msg_ok;
+		t->msg_4xx += r->msg_4xx;
+		t->msg_5xx += r->msg_5xx;
+		t->msg_failed += r->msg_failed;
+		t->msg_unsent += r->msg_unsent;
+		for (unsigned k = 0; k < G_COUNT; k++) {
+			t->stage_4xx[k] += r->stage_4xx[k];
+			t->stage_5xx[k] += r->stage_5xx[k];
+		}
+		t->replies_4xx += r->replies_4xx;
+		t->replies_5xx += r->replies_5xx;
+		t->rcpt_ok += r->rcpt_ok;
+		t->rcpt_refused += r->rcpt_refused;
+		t->content_bytes += r->content_bytes;
+		t->offered_pipelining += r->offered_pipelining;
+		t->offered_chunking += r->offered_chunking;
+		t->helo_fallback += r->helo_fallback;
+		if (r->size_limit != 0)
+			t->size_limit = r->size_limit;
+		hist_merge(&t->lat_us, &r->lat_us);
+	}
+}
+
+static bool smtp_report(const struct smtp_shared *sh, const struct smtp_result *r, uint64_t end_us,
+			bool timed_out, bool interrupted)
+{
+	const struct bench_opts *o = &sh->opt;
+	const struct smtp_wire *wr = &sh->wire;
+	double elapsed = seconds_between_us(sh->start_us, end_us);
+	double mps = elapsed > 0 ? (double)r->msg_ok / elapsed : 0;
+	double mbps = elapsed > 0 ? (double)r->msg_ok * (double)(wr->header_len + wr->body_len) / elapsed / 1e6 : 0;
+	uint64_t p50 = hist_quantile(&r->lat_us, 0.50), p90 = hist_quantile(&r->lat_us, 0.90);
+	uint64_t p99 = hist_quantile(&r->lat_us, 0.99);
+	uint64_t sessions = r->sessions_ok + r->sessions_failed;
+	bool pass;
+
+	pass = !timed_out && !interrupted && r->msg_ok == o->messages && r->sessions_ok == o->conns &&
+	       r->sessions_failed == 0 && r->replies_4xx == 0 && r->replies_5xx == 0;
+	printf("ringmail-bench smtp: %s port %u, %u sessions, %" PRIu64 " messages of %zu bytes "
+	       "(%zu of headers), %u recipient%s each, %u workers\n", o->host, o->port, o->conns, o->messages,
+	       wr->header_len + wr->body_len, wr->header_len, o->rcpts, o->rcpts == 1 ? "" : "s", o->workers);
+	printf("  asked             pipelining %s, %s; offered by the server: PIPELINING %" PRIu64 " of %" PRIu64
+	       " sessions, CHUNKING %" PRIu64 ", SIZE %" PRIu64 "%s\n",
+	       o->pipelining ? "on" : "off", o->bdat ? "BDAT" : "DATA", r->offered_pipelining, sessions,
+	       r->offered_chunking, r->size_limit, r->helo_fallback ? " (some fell back to HELO)" : "");
+	if (o->bdat && r->offered_chunking < sessions)
+		printf("  note              --bdat: sessions without CHUNKING used DATA\n");
+	printf("  sessions          ok %" PRIu64 "  failed %" PRIu64 "\n", r->sessions_ok, r->sessions_failed);
+	for (unsigned i = 1; i < Q_COUNT; i++)
+		if (r->reasons[i] != 0)
+			printf("  failed: %-30s %" PRIu64 "%s%s\n", smtp_fail_names[i], r->reasons[i],
+			       i == Q_CONNECT && r->last_connect_err ? "  last error: " : "",
+			       i == Q_CONNECT && r->last_connect_err ? strerror(-r->last_connect_err) : "");
+	printf("  messages          250 %" PRIu64 "  4xx %" PRIu64 "  5xx %" PRIu64 "  failed %" PRIu64
+	       "  not sent %" PRIu64 "  (of %" PRIu64 ")\n", r->msg_ok, r->msg_4xx, r->msg_5xx, r->msg_failed,
+	       r->msg_unsent, o->messages);
+	for (unsigned k = 0; k < G_COUNT; k++)
+		if (r->stage_4xx[k] != 0 || r->stage_5xx[k] != 0)
+			printf("  refused at %-12s 4xx %" PRIu64 "  5xx %" PRIu64 "\n", smtp_stage_names[k],
+			       r->stage_4xx[k], r->stage_5xx[k]);
+	printf("  replies           4xx %" PRIu64 "  5xx %" PRIu64 "  (every reply)\n", r->replies_4xx, r->replies_5xx);
+	printf("  recipients        accepted %" PRIu64 "  refused %" PRIu64 "\n", r->rcpt_ok, r->rcpt_refused);
+	printf("  content           %" PRIu64 " bytes sent, %u body lines dot-stuffed per message\n",
+	       r->content_bytes, wr->dot_lines);
+	printf("  elapsed           %.3f s\n", elapsed);
+	printf("  throughput        %.0f messages/s  %.2f MB/s (messages answered 250, 1 MB = 10^6 B)\n", mps, mbps);
+	printf("  250 after data    p50 %" PRIu64 " us  p90 %" PRIu64 " us  p99 %" PRIu64 " us  max %" PRIu64
+	       " us  (%" PRIu64 " messages)\n", p50, p90, p99, r->lat_us.max, r->lat_us.count);
+	if (timed_out)
+		printf("  TIME LIMIT of %u s reached\n", o->time_limit_s);
+	if (interrupted)
+		printf("  INTERRUPTED\n");
+	printf("  result            %s\n", pass ? "PASS" : "FAIL");
+	printf("RESULT mode=smtp host=%s port=%u conns=%u workers=%u messages=%" PRIu64 " size=%zu rcpts=%u "
+	       "pipelining=%d bdat=%d offered_pipelining=%" PRIu64 " offered_chunking=%" PRIu64 " ok=%" PRIu64
+	       " msg_4xx=%" PRIu64 " msg_5xx=%" PRIu64 " msg_failed=%" PRIu64 " not_sent=%" PRIu64
+	       " replies_4xx=%" PRIu64 " replies_5xx=%" PRIu64 " rcpt_ok=%" PRIu64 " rcpt_refused=%" PRIu64
+	       " sessions_ok=%" PRIu64 " sessions_failed=%" PRIu64 " elapsed_s=%.3f msgs_per_s=%.1f mb_per_s=%.3f"
+	       " p50_us=%" PRIu64 " p90_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 " timed_out=%d pass=%d\n",
+	       o->host, o->port, o->conns, o->workers, o->messages, wr->header_len + wr->body_len, o->rcpts,
+	       o->pipelining, o->bdat, r->offered_pipelining, r->offered_chunking, r->msg_ok, r->msg_4xx, r->msg_5xx,
+	       r->msg_failed, r->msg_unsent, r->replies_4xx, r->replies_5xx, r->rcpt_ok, r->rcpt_refused,
+	       r->sessions_ok, r->sessions_failed, elapsed, mps, mbps, p50, p90, p99, r->lat_us.max,
+	       timed_out, pass);
+	if (o->json)
+		printf("{\"mode\":\"smtp\",\"host\":\"%s\",\"port\":%u,\"conns\":%u,\"workers\":%u,\"messages\":%" PRIu64 ","
+		       "\"size\":%zu,\"rcpts\":%u,\"pipelining\":%s,\"bdat\":%s,\"ok\":%" PRIu64 ",\"msg_4xx\":%" PRIu64 ","
+		       "\"msg_5xx\":%" PRIu64 ",\"msg_failed\":%" PRIu64 ",\"not_sent\":%" PRIu64 ",\"replies_4xx\":%" PRIu64 ","
+		       "\"replies_5xx\":%" PRIu64 ",\"sessions_ok\":%" PRIu64 ",\"sessions_failed\":%" PRIu64 ","
+		       "\"elapsed_s\":%.3f,\"msgs_per_s\":%.1f,\"latency_us\":{\"count\":%" PRIu64 ",\"p50\":%" PRIu64 ","
+		       "\"p90\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 "},\"timed_out\":%s,\"pass\":%s}\n",
+		       o->host, o->port, o->conns, o->workers, o->messages, wr->header_len + wr->body_len, o->rcpts,
+		       o->pipelining ? "true" : "false", o->bdat ? "true" : "false", r->msg_ok, r->msg_4xx, r->msg_5xx,
+		       r->msg_failed, r->msg_unsent, r->replies_4xx, r->replies_5xx, r->sessions_ok, r->sessions_failed,
+		       elapsed, mps, r->lat_us.count, p50, p90, p99, r->lat_us.max, timed_out ? "true" : "false",
+		       pass ? "true" : "false");
+	fflush(stdout);
+	return pass;
+}
+
+static int smtp_main(struct bench_opts *o)
+{
+	static struct rm_daemon d;
+	static struct rm_config cfg;
+	static struct smtp_shared sh;
+	static struct smtp_result total;
+	char err[512];
+	sigset_t sigs;
+	uint64_t deadline_ms, last_progress_ms, end_us = 0;
+	bool timed_out = false, interrupted = false, all_done = false, pass;
+	long cpus;
+
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	/* A session without a message would only say EHLO and QUIT. */
+	if (o->conns > o->messages)
+		o->conns = (uint32_t)o->messages;
+	if (o->workers == 0)
+		o->workers = cpus > 0 ? (uint32_t)(cpus < RM_WORKERS_MAX ? cpus : RM_WORKERS_MAX) : 1;
+	if (o->workers > o->conns)
+		o->workers = o->conns;
+	rm_log_init("ringmail-bench", o->verbose ? RM_LOG_INFO : RM_LOG_WARN, false);
+	if (!raise_fd_limit(o->conns))
+		return 2;
+	if (rm_probe_io_uring(err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: cannot use io_uring: %s\n", err);
+		return 2;
+	}
+	sh.opt = *o;
+	smtp_build_wire(&sh);
+	sh.workers = calloc(o->workers, sizeof(*sh.workers));
+	if (sh.workers == NULL)
+		rm_fatal("out of memory");
+	for (uint32_t i = 0, first = 0; i < o->workers; i++) {
+		struct smtp_worker *bw = &sh.workers[i];
+
+		bw->sh = &sh;
+		bw->index = i;
+		bw->first = first;
+		bw->share = o->conns / o->workers + (i < o->conns % o->workers ? 1 : 0);
+		first += bw->share;
+		bw->ramp_per_ms = o->ramp_per_s ? (double)o->ramp_per_s / o->workers / 1000.0 : 0;
+		bw->sessions = calloc(bw->share ? bw->share : 1, sizeof(*bw->sessions));
+		if (bw->sessions == NULL)
+			rm_fatal("out of memory");
+	}
+	smtp_make_config(&sh, &cfg);
+	d.worker_count = o->workers;
+	d.protocols = NULL;
+	d.control_ops = NULL;
+	d.hooks.worker_start = smtp_worker_start;
+	d.hooks.worker_tick = smtp_tick;
+	d.hooks.arg = &sh;
+	atomic_store(&d.config_ptr, &cfg);
+	if (rm_daemon_bind(&d, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: %s\n", err);
+		return 2;
+	}
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	sh.start_ms = rm_now_ms();
+	sh.start_us = now_us();
+	deadline_ms = sh.start_ms + (uint64_t)o->time_limit_s * 1000u;
+	last_progress_ms = sh.start_ms;
+	rm_daemon_start(&d);
+	/* Bounded by the time limit: then the workers are stopped, and they exit
+	 * within the shutdown grace. */
+	for (;;) {
+		struct timespec wait = { 0, 20 * 1000 * 1000 };
+		int sig = sigtimedwait(&sigs, NULL, &wait);
+		uint64_t now = rm_now_ms();
+
+		if (rm_daemon_all_exited(&d))
+			break;
+		if (!all_done && atomic_load(&sh.finished) == o->conns) {
+			all_done = true;
+			rm_daemon_request_stop(&d);
+		}
+		if ((sig == SIGINT || sig == SIGTERM) && !interrupted && !timed_out && !all_done) {
+			interrupted = true;
+			end_us = now_us();
+			rm_warn(0, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+			rm_daemon_request_stop(&d);
+		}
+		if (now >= deadline_ms && !timed_out && !interrupted && !all_done) {
+			timed_out = true;
+			end_us = now_us();
+			rm_warn(0, "time limit of %u s reached: stopping", o->time_limit_s);
+			rm_daemon_request_stop(&d);
+		}
+		if (o->verbose && now >= last_progress_ms + 1000) {
+			last_progress_ms = now;
+			fprintf(stderr, "ringmail-bench: %.1f s: greeted %" PRIu64 ", finished %" PRIu64 " of %u "
+				"sessions, %" PRIu64 " messages accepted\n", seconds_between(sh.start_ms, now),
+				atomic_load(&sh.established), atomic_load(&sh.finished), o->conns, atomic_load(&sh.accepted));
+		}
+	}
+	rm_daemon_join(&d);
+	smtp_sum(&sh, &total);
+	if (end_us == 0) {
+		for (uint32_t i = 0; i < o->workers; i++)
+			if (sh.workers[i].done_us > end_us)
+				end_us = sh.workers[i].done_us;
+		if (end_us == 0)
+			end_us = now_us();
+	}
+	pass = smtp_report(&sh, &total, end_us, timed_out, interrupted);
+	for (uint32_t i = 0; i < o->workers; i++)
+		free(sh.workers[i].sessions);
+	free(sh.workers);
+	smtp_free_wire(&sh.wire);
+	return pass ? 0 : 1;
+}
+
+/* ---- sink mode -------------------------------------------------------------------------------
+ * An SMTP server that accepts every message and keeps nothing: the next hop for
+ * tests and for `make run`.  ringmail-bench's daemon gets one listener here,
+ * filled in directly (the configuration parser knows only ringmaild's
+ * protocols; the daemon looks the name up in the table this program passes).
+ * Commands are read as lines (at most SINK_LINE_MAX bytes); DATA content is
+ * scanned for CR LF "." CR LF and dropped; BDAT chunks are counted and
+ * dropped.  Replies are queued only while the output has room: otherwise the
+ * input is left unconsumed (held) and offered again when the output drains. */
+
+#define SINK_LINE_MAX 1000u		/* RFC 5321 command line, CR LF included */
+#define SINK_REPLY_ROOM 1024u		/* output room wanted before a command is taken */
+
+enum sink_mode_state { K_CMD = 0, K_DATA, K_BDAT, K_CLOSING };
+
+/* The end-of-data scanner: only CR LF "." CR LF ends the content. */
+enum sink_dfa { D_LINE_START = 0, D_DOT, D_DOT_CR, D_MID, D_CR };
+
+struct sink_worker;
+
+struct sink_session {
+	struct sink_worker *sw;
+	uint8_t state;		/* enum sink_mode_state */
+	uint8_t dfa;		/* enum sink_dfa, in K_DATA */
+	bool greeted_ehlo;
+	bool mail;		/* MAIL accepted, transaction open */
+	bool bdat_last;
+	bool bdat_refused;	/* the chunk is read, then refused (no transaction) */
+	bool overlong;		/* dropping an over-long line up to its LF */
+	uint32_t rcpts;
+	uint64_t bdat_left;
+	uint64_t msg_bytes;
+	uint16_t line_len;
+	uint8_t line[SINK_LINE_MAX];
+};
+
+struct sink_worker {
+	uint64_t sessions, messages, bytes, refused;
+};
+
+struct sink_shared {
+	struct bench_opts opt;
+	struct sink_worker workers[RM_WORKERS_MAX];
+	_Atomic uint64_t messages;
+};
+
+static struct sink_shared *sink_sh;
+
+static bool sink_reply(struct rm_conn *c, const char *text)
+{
+	/* Room was checked before the command was taken; a refusal ends the session. */
+	if (rm_conn_write(c, text, strlen(text)) < 0) {
+		rm_conn_abort(c, -ENOBUFS);
+		return false;
+	}
+	return true;
+}
+
+static void sink_on_open(struct rm_conn *c)
+{
+	struct sink_session *s = calloc(1, sizeof(*s));
+
+	if (s == NULL) {
+		rm_conn_abort(c, -ENOMEM);
+		return;
+	}
+	s->sw = &sink_sh->workers[rm_worker_index(c->worker)];
+	s->sw->sessions++;
+	c->session = s;
+	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
+	sink_reply(c, "220 ringmail-bench sink ESMTP\r\n");
+}
+
+static void sink_message_done(struct sink_session *s)
+{
+	s->sw->messages++;
+	s->sw->bytes += s->msg_bytes;
+	atomic_fetch_add_explicit(&sink_sh->messages, 1, memory_order_relaxed);
+	s->mail = false;
+	s->rcpts = 0;
+	s->msg_bytes = 0;
+}
+
+static bool verb_is(const uint8_t *p, size_t n, const char *verb)
+{
+	size_t k = strlen(verb);
+
+	return n >= k && strncasecmp((const char *)p, verb, k) == 0 && (n == k || p[k] == ' ');
+}
+
+/* One command line, CR LF stripped. */
+static void sink_command(struct rm_conn *c, struct sink_session *s, const uint8_t *p, size_t n)
+{
+	if (verb_is(p, n, "EHLO")) {
+		s->mail = false;
+		s->rcpts = 0;
+		sink_reply(c, "250-ringmail-bench sink\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n"
+			   "250 ENHANCEDSTATUSCODES\r\n");
+	} else if (verb_is(p, n, "HELO")) {
+		s->mail = false;
+		s->rcpts = 0;
+		sink_reply(c, "250 ringmail-bench sink\r\n");
+	} else if (verb_is(p, n, "MAIL")) {
+		if (s->mail) {
+			s->sw->refused++;
+			sink_reply(c, "503 5.5.1 Error: nested MAIL command\r\n");
+			return;
+		}
+		s->mail = true;
+		s->rcpts = 0;
+		s->msg_bytes = 0;
+		sink_reply(c, "250 2.1.0 Ok\r\n");
+	} else if (verb_is(p, n, "RCPT")) {
+		if (!s->mail) {
+			s->sw->refused++;
+			sink_reply(c, "503 5.5.1 Error: need MAIL command\r\n");
+			return;
+		}
+		s->rcpts++;
+		sink_reply(c, "250 2.1.5 Ok\r\n");
+	} else if (verb_is(p, n, "DATA")) {
+		if (!s->mail || s->rcpts == 0) {
+			s->sw->refused++;
+			sink_reply(c, "503 5.5.1 Error: need RCPT command\r\n");
+			return;
+		}
+		s->state = K_DATA;
+		s->dfa = D_LINE_START;
+		sink_reply(c, "354 End data with <CR><LF>.<CR><LF>\r\n");
+	} else if (verb_is(p, n, "BDAT")) {
+		uint64_t size = 0;
+		size_t i = 5, digits = 0;
+
+		for (; i < n && p[i] >= '0' && p[i] <= '9' && digits < 18; i++, digits++)
+			size = size * 10 + (uint64_t)(p[i] - '0');
+		if (digits == 0 || (i < n && p[i] != ' ') ||
+		    (i < n && !(n - i == 5 && strncasecmp((const char *)p + i, " LAST", 5) == 0))) {
+			s->sw->refused++;
+			sink_reply(c, "501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+			return;
+		}
+		s->state = K_BDAT;
+		s->bdat_left = size;
+		s->bdat_last = i < n;
+		s->bdat_refused = !s->mail || s->rcpts == 0;
+	} else if (verb_is(p, n, "RSET")) {
+		s->mail = false;
+		s->rcpts = 0;
+		sink_reply(c, "250 2.0.0 Ok\r\n");
+	} else if (verb_is(p, n, "NOOP")) {
+		sink_reply(c, "250 2.0.0 Ok\r\n");
+	} else if (verb_is(p, n, "QUIT")) {
+		if (sink_reply(c, "221 2.0.0 Bye\r\n")) {
+			s->state = K_CLOSING;
+			rm_conn_close(c);
+		}
+	} else {
+		s->sw->refused++;
+		sink_reply(c, "502 5.5.2 Error: command not recognized\r\n");
+	}
+}
+
+/* DATA content from p: returns the bytes taken; s->state leaves K_DATA at the end. */
+static size_t sink_data(struct rm_conn *c, struct sink_session *s, const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		uint8_t ch = p[i];
+
+		if (s->dfa == D_MID) {
+			const uint8_t *cr = memchr(p + i, '\r', n - i);
+
+			if (cr == NULL)
+				break;		/* all of it is content */
+			i = (size_t)(cr - p) + 1;
+			s->dfa = D_CR;
+			continue;
+		}
+		i++;
+		switch (s->dfa) {
+		case D_LINE_START:
+			s->dfa = ch == '.' ? D_DOT : ch == '\r' ? D_CR : D_MID;
+			break;
+		case D_DOT:
+			s->dfa = ch == '\r' ? D_DOT_CR : D_MID;
+			break;
+		case D_DOT_CR:
+			if (ch == '\n') {
+				s->msg_bytes += i;
+				s->state = K_CMD;
+				sink_message_done(s);
+				sink_reply(c, "250 2.0.0 Ok: queued\r\n");
+				return i;
+			}
+			s->dfa = ch == '\r' ? D_CR : D_MID;
+			break;
+		default:	/* D_CR */
+			s->dfa = ch == '\n' ? D_LINE_START : ch == '\r' ? D_CR : D_MID;
+			break;
+		}
+	}
+	s->msg_bytes += n;
+	return n;
+}
+
+static size_t sink_bdat(struct rm_conn *c, struct sink_session *s, const uint8_t *p, size_t n)
+{
+	size_t k = s->bdat_left < n ? (size_t)s->bdat_left : n;
+
+	s->bdat_left -= k;
+	s->msg_bytes += k;
+	if (s->bdat_left > 0)
+		return k;
+	s->state = K_CMD;
+	if (s->bdat_refused) {
+		s->sw->refused++;
+		sink_reply(c, "503 5.5.1 Error: need RCPT command\r\n");
+	} else if (s->bdat_last) {
+		sink_message_done(s);
+		sink_reply(c, "250 2.0.0 Ok: queued\r\n");
+	} else {
+		sink_reply(c, "250 2.0.0 Ok: chunk received\r\n");
+	}
+	return k;
+}
+
+static size_t sink_on_data(struct rm_conn *c, const struct rm_rx *rx)
+{
+	struct sink_session *s = c->session;
+	const uint8_t *p = rx->data;
+	size_t n = rx->len, pos = 0;
+
+	if (s == NULL)
+		return n;
+	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
+	/* Each pass takes a line, or content: bounded by n. */
+	while (pos < n && s->state != K_CLOSING && c->state == RM_CONN_OPEN) {
+		const uint8_t *lf;
+		size_t take;
+
+		if (s->state == K_DATA) {
+			pos += sink_data(c, s, p + pos, n - pos);
+			continue;
+		}
+		if (s->state == K_BDAT) {
+			pos += sink_bdat(c, s, p + pos, n - pos);
+			continue;
+		}
+		if (rm_conn_output_room(c) < SINK_REPLY_ROOM)
+			break;		/* held: offered again once the output drains */
+		lf = memchr(p + pos, '\n', n - pos);
+		take = lf != NULL ? (size_t)(lf - (p + pos)) + 1 : n - pos;
+		if (s->overlong || s->line_len + take > sizeof(s->line)) {
+			/* Drop up to the LF, then answer once. */
+			s->overlong = lf == NULL;
+			s->line_len = 0;
+			pos += take;
+			if (lf != NULL) {
+				s->sw->refused++;
+				sink_reply(c, "500 5.5.0 Error: line too long\r\n");
+			}
+			continue;
+		}
+		memcpy(s->line + s->line_len, p + pos, take);
+		s->line_len = (uint16_t)(s->line_len + take);
+		pos += take;
+		if (lf != NULL) {
+			size_t len = s->line_len - 1u;
+
+			if (len > 0 && s->line[len - 1] == '\r')
+				len--;
+			s->line_len = 0;
+			sink_command(c, s, s->line, len);
+		}
+	}
+	return s->state == K_CLOSING || c->state != RM_CONN_OPEN ? n : pos;
+}
+
+static void sink_on_timeout(struct rm_conn *c)
+{
+	if (rm_conn_write(c, "421 4.4.2 Error: timeout exceeded\r\n", 35) < 0) {
+		rm_conn_abort(c, -ETIMEDOUT);
+		return;
+	}
+	rm_conn_close(c);
+}
+
+static void sink_on_eof(struct rm_conn *c)
+{
+	rm_conn_close(c);
+}
+
+static void sink_on_shutdown(struct rm_conn *c)
+{
+	struct sink_session *s = c->session;
+
+	if (s != NULL && s->state == K_CMD && rm_conn_write(c, "421 4.3.2 Shutting down\r\n", 25) == 0) {
+		rm_conn_close(c);
+		return;
+	}
+	rm_conn_abort(c, -ESHUTDOWN);
+}
+
+static void sink_on_close(struct rm_conn *c, int err)
+{
+	free(c->session);
+	c->session = NULL;
+}
+
+static const struct rm_session_ops sink_ops = {
+	.protocol = "sink",
+	.on_open = sink_on_open,
+	.on_data = sink_on_data,
+	.on_timeout = sink_on_timeout,
+	.on_eof = sink_on_eof,
+	.on_shutdown = sink_on_shutdown,
+	.on_close = sink_on_close,
+};
+
+static bool sink_tick(struct rm_worker *w, void *arg)
+{
+	return true;	/* the main thread decides when to stop */
+}
+
+/* Refuse a port somebody listens on: SO_REUSEPORT would share it silently. */
+static bool sink_port_free(const union rm_sockaddr *sa, socklen_t len)
+{
+	int fd = socket(sa->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (fd < 0)
+		return true;	/* the daemon's own bind reports it */
+	ok = bind(fd, &sa->sa, len) == 0;
+	if (!ok)
+		fprintf(stderr, "ringmail-bench: sink: --listen %s port %u: %s\n",
+			sink_sh->opt.host, sink_sh->opt.port, strerror(errno));
+	close(fd);
+	return ok;
+}
+
+static int sink_main(struct bench_opts *o)
+{
+	static struct rm_daemon d;
+	static struct rm_config cfg;
+	static struct sink_shared sh;
+	static const struct rm_protocol protocols[] = { { "sink", &sink_ops }, { NULL, NULL } };
+	struct rm_listener_config *l = &cfg.listeners[0];
+	uint64_t deadline_ms, messages = 0, sessions = 0, bytes = 0, refused = 0, t0;
+	bool interrupted = false, timed_out = false, reached = false;
+	char err[512];
+	sigset_t sigs;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	sink_sh = &sh;
+	sh.opt = *o;
+	if (o->workers == 0)
+		o->workers = cpus > 0 ? (uint32_t)(cpus < RM_WORKERS_MAX ? cpus : RM_WORKERS_MAX) : 1;
+	rm_log_init("ringmail-bench", o->verbose ? RM_LOG_INFO : RM_LOG_WARN, false);
+	if (!raise_fd_limit(1024))
+		return 2;
+	if (rm_probe_io_uring(err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: cannot use io_uring: %s\n", err);
+		return 2;
+	}
+	if (!sink_port_free(&o->dest, o->dest_len))
+		return 2;
+	rm_config_defaults(&cfg);
+	cfg.workers = o->workers;
+	cfg.log_level = o->verbose ? RM_LOG_INFO : RM_LOG_WARN;
+	cfg.control_socket[0] = '\0';
+	cfg.limits.shutdown_timeout_ms = SHUTDOWN_GRACE_MS;
+	cfg.limits.connections_per_worker = 4096;
+	cfg.listener_count = 1;
+	memset(l, 0, sizeof(*l));
+	snprintf(l->name, sizeof(l->name), "sink");
+	snprintf(l->protocol, sizeof(l->protocol), "sink");
+	snprintf(l->address, sizeof(l->address), "%s", o->host);
+	l->port = o->port;
+	l->tls = RM_TLS_NONE;
+	d.worker_count = o->workers;
+	d.protocols = protocols;
+	d.control_ops = NULL;
+	d.hooks.worker_tick = sink_tick;
+	d.hooks.arg = &sh;
+	atomic_store(&d.config_ptr, &cfg);
+	if (rm_daemon_bind(&d, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ringmail-bench: %s\n", err);
+		return 2;
+	}
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	t0 = now_us();
+	deadline_ms = rm_now_ms() + (uint64_t)o->time_limit_s * 1000u;
+	rm_daemon_start(&d);
+	printf("ringmail-bench sink: listening on %s port %u, %u workers, for at most %u s%s\n", o->host, o->port,
+	       o->workers, o->time_limit_s, o->messages_set ? "" : " (or until SIGTERM)");
+	fflush(stdout);
+	/* Bounded by the duration; a signal or --messages ends it sooner. */
+	for (;;) {
+		struct timespec wait = { 0, 20 * 1000 * 1000 };
+		int sig = sigtimedwait(&sigs, NULL, &wait);
+
+		if (rm_daemon_all_exited(&d))
+			break;
+		if (interrupted || timed_out || reached)
+			continue;
+		if (sig == SIGINT || sig == SIGTERM)
+			interrupted = true;
+		else if (rm_now_ms() >= deadline_ms)
+			timed_out = true;
+		else if (o->messages_set && atomic_load(&sh.messages) >= o->messages)
+			reached = true;
+		if (interrupted || timed_out || reached)
+			rm_daemon_request_stop(&d);
+	}
+	rm_daemon_join(&d);
+	for (uint32_t i = 0; i < o->workers; i++) {
+		sessions += sh.workers[i].sessions;
+		messages += sh.workers[i].messages;
+		bytes += sh.workers[i].bytes;
+		refused += sh.workers[i].refused;
+	}
+	printf("ringmail-bench sink: %" PRIu64 " sessions, %" PRIu64 " messages, %" PRIu64 " bytes of content, "
+	       "%" PRIu64 " commands refused, %.3f s (%s)\n", sessions, messages, bytes, refused,
+	       seconds_between_us(t0, now_us()),
+	       interrupted ? "signal" : timed_out ? "duration reached" : "--messages reached");
+	printf("RESULT mode=sink sessions=%" PRIu64 " messages=%" PRIu64 " bytes=%" PRIu64 " refused=%" PRIu64 "\n",
+	       sessions, messages, bytes, refused);
+	fflush(stdout);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct rm_daemon bench_daemon;
@@ -2309,6 +4120,10 @@ int main(int argc, char **argv)
 		return spool_main(o);
 	if (o->mode == MODE_SPOOL_LIMIT)
 		return limit_main(o);
+	if (o->mode == MODE_SMTP)
+		return smtp_main(o);
+	if (o->mode == MODE_SINK)
+		return sink_main(o);
 	cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (o->workers == 0)
 		o->workers = cpus > 0 ? (uint32_t)(cpus < RM_WORKERS_MAX ? cpus : RM_WORKERS_MAX) : 1;

@@ -369,7 +369,9 @@ static void client_known(struct smtp_session *s)
 		close_after_reply(s);
 		return;
 	}
-	if (lim->smtp_connections_per_client != 0 && mine > lim->smtp_connections_per_client) {
+	/* As Postfix's smtpd_client_event_limit_exceptions: mynetworks are not limited per client. */
+	if (lim->smtp_connections_per_client != 0 && mine > lim->smtp_connections_per_client &&
+	    (cfg->smtp.mynetworks == NULL || !rm_cidr_list_match(cfg->smtp.mynetworks, &s->client.sa))) {
 		rm_warn(s->c->id, "smtp: %s: %u connections from it (limits.smtp_connections_per_client): refused",
 			s->client_ip, mine);
 		reply(s, 421, "4.7.0", "%s Error: too many connections from %s", cfg->smtp.hostname,
