@@ -52,6 +52,7 @@ struct rm_file_op {
 	struct rm_file_op *next_free;
 	rm_file_done_fn done;
 	void *arg;
+	bool poll;			/* rm_worker_poll: not waited for by a stopping worker */
 	struct iovec iov[RM_FILE_IOV_MAX];
 };
 
@@ -1340,6 +1341,7 @@ static struct rm_file_op *file_op_get(struct rm_worker *w, uint32_t *index)
 		return NULL;
 	*index = (uint32_t)(op - w->file_ops);
 	w->file_in_flight++;
+	op->poll = false;
 	return op;
 }
 
@@ -1389,14 +1391,47 @@ unsigned rm_file_ops_in_flight(const struct rm_worker *w)
 	return w->file_in_flight;
 }
 
+int rm_worker_poll(struct rm_worker *w, int fd, unsigned events, rm_file_done_fn done, void *arg)
+{
+	struct io_uring_sqe *sqe;
+	struct rm_file_op *op;
+	uint32_t index;
+
+	op = file_op_get(w, &index);
+	if (op == NULL)
+		return -EBUSY;
+	/* A poll waits on the outside world (a resolver that never answers):
+	 * a stopping worker must not wait for it, unlike a write. */
+	op->poll = true;
+	w->file_in_flight--;
+	op->done = done;
+	op->arg = arg;
+	sqe = get_sqe(w);
+	io_uring_prep_poll_add(sqe, fd, events);
+	io_uring_sqe_set_data64(sqe, pack_ud(RM_OP_FILE, index, 0));
+	return (int)index;
+}
+
+void rm_worker_poll_cancel(struct rm_worker *w, int handle)
+{
+	struct io_uring_sqe *sqe;
+
+	RM_ASSERT(handle >= 0 && (uint32_t)handle < w->file_fresh && w->file_ops[handle].poll);
+	sqe = get_sqe(w);
+	io_uring_prep_poll_remove(sqe, pack_ud(RM_OP_FILE, (uint32_t)handle, 0));
+	io_uring_sqe_set_data64(sqe, pack_ud(RM_OP_IGNORE, 0, 0));
+}
+
 static void on_file_done(struct rm_worker *w, uint32_t index, int res)
 {
 	struct rm_file_op *op;
 
 	RM_ASSERT(index < w->file_fresh);
 	op = &w->file_ops[index];
-	RM_ASSERT(w->file_in_flight > 0);
-	w->file_in_flight--;
+	if (!op->poll) {
+		RM_ASSERT(w->file_in_flight > 0);
+		w->file_in_flight--;
+	}
 	rm_file_done_fn done = op->done;
 	void *arg = op->arg;
 

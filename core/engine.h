@@ -259,6 +259,17 @@ int rm_file_fdatasync(struct rm_worker *w, int fd, bool link, rm_file_done_fn do
 unsigned rm_file_ops_in_flight(const struct rm_worker *w);
 
 /*
+ * Readiness of a file descriptor the engine does not own (the resolver's
+ * sockets), through the worker's ring: one shot, done(arg, res) from the
+ * loop with the poll(2) revents (> 0) or -errno (-ECANCELED after
+ * rm_worker_poll_cancel, which is only a request: done still comes, and the
+ * handle is valid until then).  Shares the file operations' slots; returns a
+ * handle >= 0, or -EBUSY.  A stopping worker does not wait for polls.
+ */
+int rm_worker_poll(struct rm_worker *w, int fd, unsigned events, rm_file_done_fn done, void *arg);
+void rm_worker_poll_cancel(struct rm_worker *w, int handle);
+
+/*
  * Worker mailbox: the one way to hand work to another worker (or to a worker
  * from a thread that is none, or to one's own worker for "later").  Workers
  * share nothing, so whatever must happen on worker N (its spool, its queue,
