@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct rm_mx_addrs a;
 	uint8_t *copy;
 	uint64_t seed;
-	int rc;
+
 
 	if (size < 1)
 		return 0;
@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(copy, data, size);
 	if (rm_dns_msg_parse(copy, size, &m) == 0) {
-		for (unsigned i = 0; i < RM_DNS_RECORDS_MAX + 2 && (rc = rm_dns_msg_next(&m, &rr)) == 1; i++) {
+		for (unsigned i = 0; i < RM_DNS_RECORDS_MAX + 2 && rm_dns_msg_next(&m, &rr) == 1; i++) {
 			check_name(rr.name);
 			if (rr.rdata_off + rr.rdlen > size)
 				abort();

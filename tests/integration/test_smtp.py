@@ -393,3 +393,52 @@ def test_connection_limits(ringmaild, tmp_path):
                 break
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_reload_rereads_tables(ringmaild, tmp_path):
+    """SIGHUP reads the password file and maps again; a bad file keeps the running ones."""
+    import signal
+    from smtputil import crypt_hash
+    d = smtp_daemon(ringmaild, tmp_path)
+    passwd = tmp_path / "smtp-files" / "passwd"
+    plain = lambda u, p: b"AUTH PLAIN " + base64.b64encode(b"\0" + u + b"\0" + p)
+    with SmtpConn(d.port("submissions"), tls=True) as c:
+        c.ehlo()
+        c.cmd(plain(b"new@example.test", b"fresh"), 535)
+    passwd.write_text(passwd.read_text() + "new@example.test:%s\n" % crypt_hash("fresh", "$6$rounds=5000$"))
+    mark = d.mark()
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reload of .*smtp tables re-read \(relay domains 1, password users 5", since=mark)
+    with SmtpConn(d.port("submissions"), tls=True) as c:
+        c.ehlo()
+        c.cmd(plain(b"new@example.test", b"fresh"), 235)
+    passwd.write_text(passwd.read_text() + "broken line\n")
+    mark = d.mark()
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reload: .*smtp\.passwd_file: .*keeping the running configuration", since=mark)
+    with SmtpConn(d.port("submissions"), tls=True) as c:
+        c.ehlo()
+        c.cmd(plain(b"new@example.test", b"fresh"), 235)
+
+
+def test_sigterm_says_421_between_commands(ringmaild, tmp_path):
+    import signal
+    d = smtp_daemon(ringmaild, tmp_path)
+    with SmtpConn(d.port("mx")) as idle, SmtpConn(d.port("mx")) as busy:
+        idle.ehlo()
+        busy.ehlo()
+        busy.cmd(b"MAIL FROM:<a@example.org>", 250)
+        busy.cmd(b"RCPT TO:<b@relay.test>", 250)
+        busy.cmd(b"DATA", 354)
+        busy.send(b"Subject: in flight\r\n\r\n")
+        d.signal(signal.SIGTERM)
+        r = idle.reply()
+        assert r.code == 421 and b"4.3.2" in r.lines[0], r
+        idle.expect_close()
+        # The transaction under way finishes, then its session is told too.
+        busy.send(b"body\r\n.\r\n")
+        qid = queue_id(busy.reply())
+        r = busy.cmd(b"NOOP")
+        assert r.code == 421, r
+    assert d.wait(30) == 0
+    assert qid in d.log()
