@@ -534,8 +534,6 @@ static const struct rm_smtp_status st_need_mail = { 503, "5.5.1", "Error: need M
 static const struct rm_smtp_status st_need_rcpt = { 554, "5.5.1", "Error: no valid recipients" };
 static const struct rm_smtp_status st_too_big = { 552, "5.3.4", "Message size exceeds fixed limit" };
 static const struct rm_smtp_status st_no_storage = { 452, "4.3.1", "Insufficient system storage" };
-static const struct rm_smtp_status st_smuggle = { 550, "5.6.0",
-	"Message contains bare CR or LF near a line with a single dot (SMTP smuggling); refused" };
 static const struct rm_smtp_status st_long_line = { 500, "5.5.6", "Line too long in message content" };
 
 static void cmd_mail(struct smtp_session *s, const struct rm_smtp_cmd *cmd)
@@ -629,6 +627,11 @@ static void cmd_rcpt(struct smtp_session *s, const struct rm_smtp_cmd *cmd)
 	if (!s->mail) {
 		reply_status(s, &st_need_mail);
 		client_error(s);
+		return;
+	}
+	if (s->bdat) {
+		/* RFC 3030 2: the envelope is in the spool with the first chunk; no more recipients. */
+		reply_error(s, 503, "5.5.1", "Error: RCPT after BDAT");
 		return;
 	}
 	if (s->rcpt_count >= cfg->limits.smtp_recipients_max) {
@@ -977,10 +980,6 @@ static void cmd_auth(struct smtp_session *s, const struct rm_smtp_cmd *cmd)
 		reply_error(s, 503, "5.5.1", "Error: already authenticated");
 		return;
 	}
-	if (s->mail) {
-		reply_error(s, 503, "5.5.1", "Error: MAIL transaction in progress");
-		return;
-	}
 	if (smtp_anvil != NULL &&
 	    rm_anvil_auth_failures(smtp_anvil, &s->client.sa, rm_worker_now_ms(s->c->worker),
 				   cfg->limits.smtp_auth_failure_window_ms) >= cfg->limits.smtp_auth_failures_max) {
@@ -992,9 +991,11 @@ static void cmd_auth(struct smtp_session *s, const struct rm_smtp_cmd *cmd)
 	}
 	if (mech->len == 5 && strncasecmp((const char *)mech->ptr, "PLAIN", 5) == 0) {
 		if (cmd->auth_initial.ptr == NULL) {
+			static const char empty_challenge[] = "334 \r\n";	/* RFC 4954: "334" SP, then nothing */
+
 			s->sasl = SASL_PLAIN;
 			s->phase = PH_AUTH_LINE;
-			reply(s, 334, NULL, "%s", "");
+			reply_raw(s, (const uint8_t *)empty_challenge, (ssize_t)sizeof(empty_challenge) - 1);
 			return;
 		}
 		{
@@ -1360,7 +1361,7 @@ static void content_end(struct smtp_session *s)
 		if (st == NULL)
 			st = s->content_reply != NULL ? s->content_reply
 			   : s->content_err == -EFBIG ? &st_too_big : &st_no_storage;
-		if (st == &st_smuggle || rm_smtp_data_status(&s->dec) != NULL)
+		if (rm_smtp_data_status(&s->dec) != NULL)
 			rm_warn(s->c->id, "smtp: %s: refused: bare CR or LF around a lone dot (SMTP smuggling)",
 				s->client_ip);
 		else if (st == &st_too_big)
@@ -1386,6 +1387,12 @@ static size_t take_content(struct smtp_session *s, const uint8_t *p, size_t len)
 	size_t used = rm_smtp_data_feed(&s->dec, p, len, &out);
 	size_t taken = 0;
 
+	if (s->msg != NULL && s->dec.content_bytes > cfg_of(s)->limits.smtp_message_bytes_max) {
+		/* Past the limit on what the client sends (our Received: aside): read on, then 552. */
+		rm_spool_abort(s->msg);
+		s->msg = NULL;
+		s->content_err = -EFBIG;
+	}
 	if (s->msg != NULL) {
 		for (size_t i = 0; i < out.span_count; i++) {
 			ssize_t r = rm_spool_append(s->msg, spans[i].ptr, spans[i].len);
@@ -1563,6 +1570,7 @@ static size_t smtp_data(struct rm_conn *c, const struct rm_rx *rx)
 			if (line.kind == RM_LINE_NONE)
 				break;
 			if (s->phase == PH_AUTH_LINE) {
+				set_timer_command(s);	/* a deadline per line, as for commands */
 				if (line.kind == RM_LINE_TOO_LONG) {
 					s->sasl = SASL_NONE;
 					s->phase = PH_COMMAND;
