@@ -3996,7 +3996,9 @@ static bool sink_port_free(const union rm_sockaddr *sa, socklen_t len)
 
 	if (fd < 0)
 		return true;	/* the daemon's own bind reports it */
-	ok = bind(fd, &sa->sa, len) == 0;
+	/* SO_REUSEADDR, as the daemon binds: connections in TIME_WAIT are no listener. */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+	ok = bind(fd, &sa->sa, len) == 0 && listen(fd, 1) == 0;
 	if (!ok)
 		fprintf(stderr, "ringmail-bench: sink: --listen %s port %u: %s\n",
 			sink_sh->opt.host, sink_sh->opt.port, strerror(errno));

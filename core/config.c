@@ -104,7 +104,7 @@ struct load_ctx {
 	size_t relay_text_len;
 	/* lines of the smtp table settings, for messages about their files */
 	unsigned relay_domains_line, relay_domains_file_line, passwd_line, recipient_map_line,
-		 sender_login_map_line;
+		 sender_login_map_line, smarthost_password_line, tls_policy_map_line;
 };
 
 /* ---------------------------------------------------------------- messages */
@@ -391,6 +391,22 @@ static const struct limit_rule {
 	{ "smtp_auth_failure_delay_ms", offsetof(struct rm_limits, smtp_auth_failure_delay_ms), 0, 60000, false },
 	{ "auth_threads", offsetof(struct rm_limits, auth_threads), 1, 64, false },
 	{ "auth_queue_max", offsetof(struct rm_limits, auth_queue_max), 1, 1048576, false },
+	{ "delivery_concurrency_per_destination", offsetof(struct rm_limits, delivery_concurrency_per_destination), 1, 10000, false },
+	{ "delivery_connections_max", offsetof(struct rm_limits, delivery_connections_max), 1, 1048576, false },
+	{ "delivery_messages_per_connection", offsetof(struct rm_limits, delivery_messages_per_connection), 1, 1000000, false },
+	{ "delivery_connection_idle_ms", offsetof(struct rm_limits, delivery_connection_idle_ms), 0, 600000, false },
+	{ "delivery_in_flight_max", offsetof(struct rm_limits, delivery_in_flight_max), 1, 1048576, false },
+	{ "delivery_destinations_max", offsetof(struct rm_limits, delivery_destinations_max), 16, 1048576, false },
+	{ "delivery_retry_initial_ms", offsetof(struct rm_limits, delivery_retry_initial_ms), 100, 86400000, false },
+	{ "delivery_retry_max_ms", offsetof(struct rm_limits, delivery_retry_max_ms), 100, 604800000, false },
+	{ "delivery_queue_lifetime_ms", offsetof(struct rm_limits, delivery_queue_lifetime_ms), 1000, 4000000000u, false },
+	{ "delivery_dead_destination_ms", offsetof(struct rm_limits, delivery_dead_destination_ms), 0, 86400000, false },
+	{ "smtp_client_timeout_ms", offsetof(struct rm_limits, smtp_client_timeout_ms), 100, 3600000, false },
+	{ "smtp_client_data_timeout_ms", offsetof(struct rm_limits, smtp_client_data_timeout_ms), 100, 3600000, false },
+	{ "dns_timeout_ms", offsetof(struct rm_limits, dns_timeout_ms), 100, 60000, false },
+	{ "dns_tries", offsetof(struct rm_limits, dns_tries), 1, 10, false },
+	{ "dns_queries_max", offsetof(struct rm_limits, dns_queries_max), 1, 1048576, false },
+	{ "dns_ttl_max_ms", offsetof(struct rm_limits, dns_ttl_max_ms), 0, 86400000, false },
 };
 
 #define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, " \
@@ -402,7 +418,11 @@ static const struct limit_rule {
 	"smtp_message_bytes_max, smtp_errors_max, smtp_connections_max, smtp_connections_per_client, " \
 	"smtp_command_timeout_ms, smtp_data_timeout_ms, smtp_pregreet_wait_ms, smtp_proxy_timeout_ms, " \
 	"smtp_auth_failures_max, smtp_auth_failure_window_ms, smtp_auth_failure_delay_ms, " \
-	"auth_threads, auth_queue_max"
+	"auth_threads, auth_queue_max, delivery_concurrency_per_destination, delivery_connections_max, " \
+	"delivery_messages_per_connection, delivery_connection_idle_ms, delivery_in_flight_max, " \
+	"delivery_destinations_max, delivery_retry_initial_ms, delivery_retry_max_ms, " \
+	"delivery_queue_lifetime_ms, delivery_dead_destination_ms, smtp_client_timeout_ms, " \
+	"smtp_client_data_timeout_ms, dns_timeout_ms, dns_tries, dns_queries_max, dns_ttl_max_ms"
 
 static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
 {
@@ -1087,7 +1107,7 @@ static int parse_smtp(struct load_ctx *ctx, const config_setting_t *group)
 	return 0;
 }
 
-static void smtp_tables_free(struct rm_smtp_config *sc)
+static void smtp_tables_free(struct rm_smtp_config *sc, struct rm_delivery_config *dc)
 {
 	if (sc->relay_domains != NULL)
 		rm_map_unref(sc->relay_domains);
@@ -1099,6 +1119,10 @@ static void smtp_tables_free(struct rm_smtp_config *sc)
 		rm_passwd_unref(sc->passwd);
 	free(sc->mynetworks);
 	free(sc->proxy_trusted);
+	if (dc->tls_policy_map != NULL)
+		rm_map_unref(dc->tls_policy_map);
+	dc->tls_policy_map = NULL;
+	explicit_bzero(dc->smarthost_password, sizeof(dc->smarthost_password));
 	sc->relay_domains = sc->recipient_map = sc->sender_login_map = NULL;
 	sc->passwd = NULL;
 	sc->mynetworks = sc->proxy_trusted = NULL;
@@ -1146,6 +1170,132 @@ static int load_smtp_tables(struct load_ctx *ctx)
 	if (sc->passwd_file[0] != '\0' &&
 	    rm_passwd_load(sc->passwd_file, &sc->passwd, why, sizeof(why), NULL, NULL) != 0)
 		return table_fail(ctx, ctx->passwd_line, "passwd_file", why);
+	return 0;
+}
+
+/* ------------------------------------------------------------ delivery */
+
+#define RM_DELIVERY_KNOWN "enabled, smarthost, smarthost_user, smarthost_password_file, tls, tls_ca, " \
+	"tls_policy_map, dns_servers, helo_name, port"
+
+static int parse_delivery(struct load_ctx *ctx, const config_setting_t *group)
+{
+	static const char *const policies[] = { "none", "may", "encrypt", "verify" };
+	struct rm_delivery_config *dc = &ctx->cfg->delivery;
+	char shown[RM_CONFIG_SHOW_CHARS_MAX + 16];
+	char label[80];
+	size_t choice = 0;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP)
+		return fail(ctx, config_setting_source_line(group),
+			    "delivery = %s: must be a group { name = value; ... }",
+			    show_value(group, shown, sizeof(shown)));
+	for (int i = 0; i < config_setting_length(group); i++) {
+		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const char *key = config_setting_name(s);
+		unsigned line = config_setting_source_line(s);
+		int rc;
+
+		snprintf(label, sizeof(label), "delivery.%s", key);
+		if (strcmp(key, "enabled") == 0) {
+			rc = get_bool(ctx, s, label, &dc->enabled);
+		} else if (strcmp(key, "smarthost") == 0) {
+			rc = get_string(ctx, s, label, dc->smarthost, sizeof(dc->smarthost));
+			if (rc == 0 && dc->smarthost[0] != '\0' && !nexthop_ok(dc->smarthost))
+				return fail(ctx, line, "%s = %s: must be HOST, HOST:PORT, [HOST] or [HOST]:PORT", label,
+					    show_value(s, shown, sizeof(shown)));
+		} else if (strcmp(key, "smarthost_user") == 0) {
+			rc = get_string(ctx, s, label, dc->smarthost_user, sizeof(dc->smarthost_user));
+		} else if (strcmp(key, "smarthost_password_file") == 0) {
+			ctx->smarthost_password_line = line;
+			rc = get_string(ctx, s, label, dc->smarthost_password_file, sizeof(dc->smarthost_password_file));
+		} else if (strcmp(key, "tls") == 0) {
+			rc = get_choice(ctx, s, label, policies, 4, "none, may, encrypt, verify", &choice);
+			dc->tls = (enum rm_tls_policy)choice;
+		} else if (strcmp(key, "tls_ca") == 0) {
+			rc = get_string(ctx, s, label, dc->tls_ca, sizeof(dc->tls_ca));
+		} else if (strcmp(key, "tls_policy_map") == 0) {
+			ctx->tls_policy_map_line = line;
+			rc = get_string(ctx, s, label, dc->tls_policy_map_file, sizeof(dc->tls_policy_map_file));
+		} else if (strcmp(key, "port") == 0) {
+			uint32_t port = 0;
+
+			rc = get_uint32(ctx, s, label, 1, 65535, &port);
+			dc->port = (uint16_t)port;
+		} else if (strcmp(key, "dns_servers") == 0) {
+			rc = get_string(ctx, s, label, dc->dns_servers, sizeof(dc->dns_servers));
+		} else if (strcmp(key, "helo_name") == 0) {
+			char norm[RM_SMTP_DOMAIN_BYTES_MAX + 2];
+
+			rc = get_string(ctx, s, label, dc->helo_name, sizeof(dc->helo_name));
+			if (rc == 0 && dc->helo_name[0] != '\0' && !domain_normalised(dc->helo_name, norm, sizeof(norm)))
+				return fail(ctx, line, "%s = %s: must be a domain name", label,
+					    show_value(s, shown, sizeof(shown)));
+		} else {
+			return fail(ctx, line, "unknown setting '%s' (known: " RM_DELIVERY_KNOWN ")", label);
+		}
+		if (rc != 0)
+			return -1;
+	}
+	if ((dc->smarthost_user[0] != '\0') != (dc->smarthost_password_file[0] != '\0'))
+		return fail(ctx, config_setting_source_line(group),
+			    "delivery: smarthost_user and smarthost_password_file go together");
+	if (dc->smarthost_user[0] != '\0' && dc->smarthost[0] == '\0')
+		return fail(ctx, config_setting_source_line(group), "delivery: smarthost_user needs a smarthost");
+	return 0;
+}
+
+/* The smarthost password: the file's first line, so it is not in the configuration. */
+static int read_password_file(const char *path, char *out, size_t size, char *why, size_t why_size)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (f == NULL) {
+		snprintf(why, why_size, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fgets(out, (int)size, f) == NULL) {
+		snprintf(why, why_size, "%s: empty", path);
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	n = strcspn(out, "\r\n");
+	out[n] = '\0';
+	if (n == 0) {
+		snprintf(why, why_size, "%s: the first line is empty", path);
+		return -1;
+	}
+	return 0;
+}
+
+static int load_delivery_tables(struct load_ctx *ctx)
+{
+	struct rm_delivery_config *dc = &ctx->cfg->delivery;
+	char why[512];
+
+	if (dc->helo_name[0] == '\0')
+		snprintf(dc->helo_name, sizeof(dc->helo_name), "%s", ctx->cfg->smtp.hostname);
+	if (dc->tls_policy_map_file[0] != '\0') {
+		if (rm_map_load_file(dc->tls_policy_map_file, &dc->tls_policy_map, why, sizeof(why)) != 0)
+			return fail(ctx, ctx->tls_policy_map_line, "delivery.tls_policy_map: %s", why);
+		for (uint32_t i = 0; i < rm_map_count(dc->tls_policy_map); i++) {
+			const char *key, *value;
+			uint32_t line;
+
+			if (rm_map_entry(dc->tls_policy_map, i, &key, &value, &line) &&
+			    strcmp(value, "none") != 0 && strcmp(value, "may") != 0 && strcmp(value, "encrypt") != 0 &&
+			    strcmp(value, "verify") != 0)
+				return fail(ctx, ctx->tls_policy_map_line,
+					    "delivery.tls_policy_map: %s:%u: %s: the policy must be none, may, encrypt or verify",
+					    dc->tls_policy_map_file, line, key);
+		}
+	}
+	if (dc->smarthost_password_file[0] != '\0' &&
+	    read_password_file(dc->smarthost_password_file, dc->smarthost_password, sizeof(dc->smarthost_password),
+			       why, sizeof(why)) != 0)
+		return fail(ctx, ctx->smarthost_password_line, "delivery.smarthost_password_file: %s", why);
 	return 0;
 }
 
@@ -1220,8 +1370,10 @@ static int parse_top(struct load_ctx *ctx, const config_setting_t *s)
 		return parse_listeners(ctx, s);
 	if (strcmp(key, "smtp") == 0)
 		return parse_smtp(ctx, s);
+	if (strcmp(key, "delivery") == 0)
+		return parse_delivery(ctx, s);
 	return fail(ctx, line, "unknown setting '%s' (known: workers, log_level, log_target,"
-		    " user, allow_root, spool_dir, control_socket, limits, smtp, listeners)", key);
+		    " user, allow_root, spool_dir, control_socket, limits, smtp, delivery, listeners)", key);
 }
 
 /* ------------------------------------------------------------- prescan */
@@ -1468,7 +1620,26 @@ void rm_config_defaults(struct rm_config *cfg)
 		.smtp_auth_failure_delay_ms = 1000,
 		.auth_threads = 2,
 		.auth_queue_max = 1024,
+		.delivery_concurrency_per_destination = 20,
+		.delivery_connections_max = 1000,
+		.delivery_messages_per_connection = 100,
+		.delivery_connection_idle_ms = 2000,
+		.delivery_in_flight_max = 10000,
+		.delivery_destinations_max = 4096,
+		.delivery_retry_initial_ms = 300000,
+		.delivery_retry_max_ms = 3600000,
+		.delivery_queue_lifetime_ms = 432000000,
+		.delivery_dead_destination_ms = 60000,
+		.smtp_client_timeout_ms = 300000,
+		.smtp_client_data_timeout_ms = 600000,
+		.dns_timeout_ms = 5000,
+		.dns_tries = 2,
+		.dns_queries_max = 1024,
+		.dns_ttl_max_ms = 3600000,
 	};
+	cfg->delivery.enabled = true;
+	cfg->delivery.port = 25;
+	cfg->delivery.tls = RM_TLS_POLICY_MAY;
 	snprintf(cfg->smtp.banner, sizeof(cfg->smtp.banner), "%s", "ESMTP ringmail");
 	cfg->smtp.vrfy = true;
 	cfg->listener_count = 0;
@@ -1503,7 +1674,7 @@ static int load_text(struct rm_config *out, const char *text, size_t len, const 
 	cfg.smtp.mynetworks = calloc(1, sizeof(*cfg.smtp.mynetworks));
 	cfg.smtp.proxy_trusted = calloc(1, sizeof(*cfg.smtp.proxy_trusted));
 	if (cfg.smtp.mynetworks == NULL || cfg.smtp.proxy_trusted == NULL) {
-		smtp_tables_free(&cfg.smtp);
+		smtp_tables_free(&cfg.smtp, &cfg.delivery);
 		return fail(&ctx, 0, "out of memory");
 	}
 
@@ -1515,7 +1686,7 @@ static int load_text(struct rm_config *out, const char *text, size_t len, const 
 		rc = fail(&ctx, line > 0 ? (unsigned)line : 0, "%s",
 			  why != NULL ? why : "cannot parse");
 		config_destroy(&lc);
-		smtp_tables_free(&cfg.smtp);
+		smtp_tables_free(&cfg.smtp, &cfg.delivery);
 		return rc;
 	}
 	root = config_root_setting(&lc);
@@ -1527,11 +1698,13 @@ static int load_text(struct rm_config *out, const char *text, size_t len, const 
 	config_destroy(&lc);
 	if (rc == 0 && !(flags & RM_CONFIG_NO_TABLES))
 		rc = load_smtp_tables(&ctx);
+	if (rc == 0 && !(flags & RM_CONFIG_NO_TABLES))
+		rc = load_delivery_tables(&ctx);
 	free(ctx.relay_text);
 	if (rc == 0)
 		*out = cfg;
 	else
-		smtp_tables_free(&cfg.smtp);
+		smtp_tables_free(&cfg.smtp, &cfg.delivery);
 	return rc;
 }
 
@@ -1633,7 +1806,7 @@ int rm_config_load_file_flags(struct rm_config *cfg, const char *path, unsigned 
 
 void rm_config_free(struct rm_config *cfg)
 {
-	smtp_tables_free(&cfg->smtp);
+	smtp_tables_free(&cfg->smtp, &cfg->delivery);
 	/* Clearing makes use after free visible. */
 	cfg->listener_count = 0;
 }

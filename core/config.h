@@ -118,6 +118,23 @@ struct rm_limits {
 	uint32_t smtp_auth_failure_delay_ms;	/* before a 535 */
 	uint32_t auth_threads;			/* password verification threads */
 	uint32_t auth_queue_max;		/* verifications waiting; more: 454 */
+	/* outbound delivery (core/delivery.c), per worker unless said otherwise */
+	uint32_t delivery_concurrency_per_destination;	/* connections to one next hop, process-wide */
+	uint32_t delivery_connections_max;	/* outbound connections per worker */
+	uint32_t delivery_messages_per_connection;	/* then QUIT and a new connection */
+	uint32_t delivery_connection_idle_ms;	/* an idle connection is kept this long for reuse */
+	uint32_t delivery_in_flight_max;	/* messages in delivery per worker */
+	uint32_t delivery_destinations_max;	/* next hops known per worker (with their DNS results) */
+	uint32_t delivery_retry_initial_ms;	/* first retry after a temporary failure */
+	uint32_t delivery_retry_max_ms;		/* the backoff doubles up to this */
+	uint32_t delivery_queue_lifetime_ms;	/* then a temporary failure bounces */
+	uint32_t delivery_dead_destination_ms;	/* a next hop none of whose hosts answered is not tried for this long */
+	uint32_t smtp_client_timeout_ms;	/* for each reply */
+	uint32_t smtp_client_data_timeout_ms;	/* for the reply to the end of data */
+	uint32_t dns_timeout_ms;		/* per try */
+	uint32_t dns_tries;
+	uint32_t dns_queries_max;		/* in flight per worker */
+	uint32_t dns_ttl_max_ms;		/* cached DNS results live at most this long */
 };
 
 enum rm_smtp_pregreet { RM_SMTP_PREGREET_REJECT = 0, RM_SMTP_PREGREET_LOG };
@@ -126,6 +143,22 @@ enum rm_smtp_bare_lf { RM_SMTP_BARE_LF_REJECT = 0, RM_SMTP_BARE_LF_NORMALISE };
 struct rm_cidr_list;
 struct rm_map;
 struct rm_passwd;
+
+/* Outbound delivery (group delivery). */
+struct rm_delivery_config {
+	bool enabled;			/* the queue is delivered (false: only received) */
+	char smarthost[300];		/* "" = MX; else every recipient outside relay_domains goes there */
+	char smarthost_user[256];	/* AUTH PLAIN to the smarthost, over TLS */
+	char smarthost_password_file[256];
+	char smarthost_password[256];	/* read from the file at load */
+	enum rm_tls_policy tls;		/* the default policy: may */
+	char tls_ca[256];		/* verify: "" = the system bundle */
+	char tls_policy_map_file[256];	/* "domain-or-nexthop policy" lines */
+	struct rm_map *tls_policy_map;
+	char dns_servers[256];		/* "ADDR[:PORT],..."; "" = /etc/resolv.conf */
+	char helo_name[256];		/* "" = smtp.hostname */
+	uint16_t port;			/* of MX hosts (25; tests use another) */
+};
 
 /*
  * The SMTP server's policy (group smtp).  The tables are loaded with the
@@ -165,6 +198,7 @@ struct rm_config {
 	char control_socket[256];		/* "" = no control socket */
 	struct rm_limits limits;
 	struct rm_smtp_config smtp;
+	struct rm_delivery_config delivery;
 	uint32_t listener_count;
 	struct rm_listener_config listeners[RM_LISTENERS_MAX];
 };

@@ -1519,6 +1519,8 @@ static void begin_stop(struct rm_worker *w)
 	w->stopping = true;
 	w->stop_deadline_ms = w->now_ms + w->cfg->limits.shutdown_timeout_ms;
 	close_listeners(w);
+	if (w->daemon->hooks.worker_stopping != NULL)
+		w->daemon->hooks.worker_stopping(w, w->daemon->hooks.arg);
 	for (uint32_t i = 0; i < w->conns_fresh; i++) {
 		struct rm_conn *c = &w->conns[i];
 

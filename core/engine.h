@@ -306,6 +306,8 @@ struct rm_daemon_hooks {
 	void (*worker_start)(struct rm_worker *w, void *arg);
 	/* Run in the loop after each dispatch round; return false to stop the worker. */
 	bool (*worker_tick)(struct rm_worker *w, void *arg);
+	/* Run once when the worker begins to stop (before its sessions' on_shutdown). */
+	void (*worker_stopping)(struct rm_worker *w, void *arg);
 	void *arg;
 };
 

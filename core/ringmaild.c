@@ -37,6 +37,7 @@
 #include "tests/relay.h"
 #include "tests/spool_sink.h"
 #include "core/authpool.h"
+#include "core/delivery.h"
 #include "core/maps.h"
 #include "core/passwd.h"
 #include "core/spool.h"
@@ -68,6 +69,15 @@ static void open_spool(struct rm_worker *w, void *arg)
 
 	if (rm_spool_open(w, rm_worker_config(w), &sp) < 0)
 		rm_fatal("worker %u: cannot open the spool (see above)", rm_worker_index(w));
+	if (rm_delivery_start(w) < 0)
+		rm_fatal("worker %u: cannot start delivery (see above)", rm_worker_index(w));
+}
+
+/* A stopping worker stops delivering: no new attempts, idle connections quit. */
+static void worker_stopping(struct rm_worker *w, void *arg)
+{
+	(void)arg;
+	rm_delivery_stop(w);
 }
 
 /*
@@ -417,6 +427,7 @@ int main(int argc, char **argv)
 	}
 	daemon.worker_count = cfg->workers;
 	daemon.hooks.worker_start = open_spool;
+	daemon.hooks.worker_stopping = worker_stopping;
 	daemon.transport_attach = rm_tls_attach_implicit;
 	daemon.protocols = protocols;
 	daemon.control_ops = &rm_control_ops;

@@ -585,10 +585,13 @@ static void entry_free(struct rm_queue_entry *e)
 {
 	if (e == NULL)
 		return;
-	for (uint32_t i = 0; i < e->rcpt_total && e->rcpts != NULL; i++)
+	for (uint32_t i = 0; i < e->rcpt_total && e->rcpts != NULL; i++) {
 		free(e->rcpts[i].addr);
+		free(e->rcpts[i].orcpt);
+	}
 	free(e->rcpts);
 	free(e->sender);
+	free(e->envid);
 	free(e->last_error);
 	free(e->content);
 	free(e->hops);
@@ -1048,6 +1051,16 @@ static void add_extent(struct rm_queue_entry *e, uint64_t seq, uint64_t off, uin
 	e->content[e->content_count++] = (struct rm_spool_extent){ .seq = seq, .offset = off, .len = len };
 }
 
+/* What delivery relays of the envelope (RFC 3461: ENVID, RET; the body type; SMTPUTF8). */
+static void entry_envelope(struct rm_queue_entry *e, const struct rm_spool_envelope *env)
+{
+	e->envid = xstrndup(env->envid.ptr, env->envid.len);
+	e->size_declared_bytes = env->size_declared_bytes;
+	e->body_type = env->body_type;
+	e->ret = env->ret;
+	e->smtputf8 = env->smtputf8;
+}
+
 static struct rm_queue_entry *entry_from_envelope(uint64_t qid, const struct rm_spool_envelope *env,
 						  const struct rm_spool_rcpt *rcpts, uint32_t n)
 {
@@ -1056,12 +1069,16 @@ static struct rm_queue_entry *entry_from_envelope(uint64_t qid, const struct rm_
 	e->qid = qid;
 	e->received_unix_ms = env->received_unix_ms;
 	e->sender = xstrndup(env->reverse_path.ptr, env->reverse_path.len);
+	entry_envelope(e, env);
 	e->last_error = xstrndup("", 0);
 	e->rcpt_total = n;
 	e->rcpt_pending = n;
 	e->rcpts = xcalloc(n, sizeof(*e->rcpts));
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		e->rcpts[i].addr = xstrndup(rcpts[i].addr.ptr, rcpts[i].addr.len);
+		e->rcpts[i].orcpt = xstrndup(rcpts[i].orcpt.ptr, rcpts[i].orcpt.len);
+		e->rcpts[i].notify = rcpts[i].notify;
+	}
 	e->heap_index = NONE;
 	return e;
 }
@@ -1602,10 +1619,13 @@ static struct rm_queue_entry *entry_recovered(const struct seg_file *files, uint
 		if (rec.type == RM_SPOOL_BEGIN) {
 			e->received_unix_ms = rec.u.begin.env.received_unix_ms;
 			e->sender = xstrndup(rec.u.begin.env.reverse_path.ptr, rec.u.begin.env.reverse_path.len);
+			entry_envelope(e, &rec.u.begin.env);
 		}
 		rm_spool_rcpt_iter_init(&it, &rec);
 		while (ri < rm->rcpt_total && rm_spool_rcpt_next(&it, &rc)) {
 			e->rcpts[ri].addr = xstrndup(rc.addr.ptr, rc.addr.len);
+			e->rcpts[ri].orcpt = xstrndup(rc.orcpt.ptr, rc.orcpt.len);
+			e->rcpts[ri].notify = rc.notify;
 			e->rcpts[ri].state = rm->rcpt_state[ri];
 			ri++;
 		}

@@ -118,7 +118,9 @@ typedef void (*rm_spool_room_fn)(void *arg);
 /* A recipient of a queued message. */
 struct rm_queue_rcpt {
 	char *addr;
+	char *orcpt;			/* ORCPT as received ("" = none), for relaying and DSNs */
 	uint8_t state;			/* enum rm_rcpt_state */
+	uint8_t notify;			/* RM_SPOOL_NOTIFY_* */
 };
 
 struct rm_queue_hop;
@@ -137,7 +139,12 @@ struct rm_queue_entry {
 	bool hold;
 	bool in_delivery;		/* taken by rm_queue_next_due, not yet marked */
 	char *sender;			/* "" = null sender */
+	char *envid;			/* ENVID as received (xtext), "" = none */
 	char *last_error;		/* "" = none */
+	uint64_t size_declared_bytes;
+	uint8_t body_type;		/* enum rm_spool_body */
+	uint8_t ret;			/* enum rm_spool_ret */
+	bool smtputf8;
 	struct rm_queue_rcpt *rcpts;
 	/* private */
 	uint64_t first_seq;		/* segment of BEGIN */

@@ -231,6 +231,10 @@ static void command(struct sink_session *s, const struct rm_line *line)
 			reply(s, "550 no such message\r\n");
 			return;
 		}
+		if (e->in_delivery) {
+			reply(s, "452 4.3.0 in delivery\r\n");	/* the delivery's marks are its own */
+			return;
+		}
 		int rc = rm_spool_mark_delivered(sp, e, NULL, 0);
 
 		if (rc == 0)

@@ -161,7 +161,9 @@ class Daemon:
             "user": user,
             "spool_dir": str(self.dir / "spool"),
             "control_socket": str(self.dir / "ctl.sock"),
-            "extra": dict(extra or {}),
+            # Delivery is off unless a test turns it on: queued test mail must
+            # stay where the test put it (and nothing looks up real domains).
+            "extra": dict({"delivery": {"enabled": False}}, **(extra or {})),
             "limits": lim,
             "listeners": ls,
         }
