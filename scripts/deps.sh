@@ -9,11 +9,12 @@ set -eu
 #   build:    compiler, make and the libraries the daemon links
 #   test:     unit tests (cmocka), fuzzers (clang + libFuzzer runtime), pytest,
 #             microbenchmarks (Google Benchmark), real peers and clients (swaks, curl,
-#             openssl, Postfix for smtp-source/smtp-sink)
+#             openssl, Postfix for smtp-source/smtp-sink, dnsmasq for test DNS
+#             zones, aiosmtpd for sinks that answer 4xx/5xx on demand)
 packages="gcc g++ make pkg-config
 liburing-dev libwolfssl-dev libjemalloc-dev libxxhash-dev libconfig-dev libc-ares-dev libcrypt-dev
 libcmocka-dev libbenchmark-dev clang clang-tidy libclang-rt-14-dev llvm python3 python3-pytest
-openssl netcat-openbsd procps iproute2 curl util-linux swaks postfix"
+openssl netcat-openbsd procps iproute2 curl util-linux swaks postfix dnsmasq-base python3-aiosmtpd"
 # Peers that only a benchmark needs (make bench-tls: nginx) come as arguments.
 packages="$packages $*"
 
