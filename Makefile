@@ -204,6 +204,15 @@ build/compare/wolfcrypt_speed_local: bench/compare/wolfcrypt_speed.c $(WOLFSSL_L
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O2 -g $(WARN) $(WOLFSSL_LOCAL_FLAGS) -o $@ $< $(WOLFSSL_LOCAL_LIBS)
 
+# wolfSSL's heap per idle server TLS connection, by call site (bench/compare/tls_conn_mem.c),
+# with ringmaild's allocator (jemalloc): against the system wolfSSL, and build/wolfssl.
+build/compare/tls_conn_mem: bench/compare/tls_conn_mem.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g $(WARN) -o $@ $< -lwolfssl -ldl -ljemalloc
+build/compare/tls_conn_mem_local: bench/compare/tls_conn_mem.c $(WOLFSSL_LOCAL)/include/wolfssl/options.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g $(WARN) $(WOLFSSL_LOCAL_FLAGS) -o $@ $< $(WOLFSSL_LOCAL_LIBS) -ldl -ljemalloc
+
 # A ringmaild against build/wolfssl beside the default one, so that one run of the
 # handshake script measures both (objects of its own under build/compare/wl/).
 WL_OBJ := $(patsubst %.c,build/compare/wl/obj/%.o,$(LIB_SRC) core/ringmaild.c)

@@ -10,6 +10,16 @@
  *	an idle TLS connection holds wolfSSL's own state and nothing of ours
  *	but this struct.
  *
+ *	SNI: a server connection's WOLFSSL object is made once the first record
+ *	(the ClientHello) is in: wolfSSL_SNI_GetFromBuffer reads the name from
+ *	it, and the object is made from the context of that name's certificate,
+ *	so that wolfSSL needs neither an SNI callback nor wolfSSL_set_SSL_CTX
+ *	(both exist only with its OpenSSL compatibility layer, which costs some
+ *	4 KB per connection: scripts/build-wolfssl.sh builds without it).  A
+ *	first record split over several receives is gathered in hello until it
+ *	is whole; a ClientHello spread over several records gets the default
+ *	certificate.  The name is kept in name[] for the log.
+ *
  *	Back-pressure: while hold has bytes, on_rx takes no more ciphertext
  *	(the engine holds it and stops receiving) and the engine is told
  *	(rm_conn_transport_held) so that it offers hold again (on_resume) when
@@ -45,6 +55,8 @@
 #define TLS_RECORD_OVERHEAD 64		/* header, explicit nonce, tag, padding: at most this per record */
 #define TLS_READS_PER_RX 4096		/* bound: a 64 KiB receive buffer holds at most ~3000 records */
 #define TLS_REASON_BYTES 80
+#define TLS_RECORD_HEADER 5
+#define TLS_HELLO_MAX (TLS_RECORD_HEADER + TLS_RECORD_PLAIN_MAX)	/* the first record, whole */
 
 /* ECDHE key exchange with AEAD ciphers only; TLS 1.3 suites are all AEAD. */
 static const char tls_default_ciphers[] =
@@ -68,7 +80,9 @@ struct tls_conn {
 	bool verify;			/* client: chain and name were checked */
 	rm_tls_done_fn done;
 	void *done_arg;
-	char name[128];			/* client: the name sent (SNI) and verified */
+	uint8_t *hello;			/* server: the first record, while it comes in pieces */
+	size_t hello_len;
+	char name[128];			/* client: the name sent (SNI) and verified; server: the SNI received */
 };
 
 /*
@@ -91,9 +105,10 @@ static uint32_t client_verify_count;
 /*
  * Per listener: the default context, and one per SNI entry (same settings,
  * its own certificate).  Counted: the table holds one reference and every
- * handshake in progress one (its SNI callback reads the struct), so a reload
- * can retire a table while old handshakes finish; wolfSSL counts its own
- * references to each context for the connections that keep using it.
+ * connection one until its WOLFSSL object is made (the ClientHello's name
+ * picks the context), so a reload can retire a table while old handshakes
+ * start; wolfSSL counts its own references to each context for the
+ * connections that keep using it.
  */
 struct tls_server {
 	_Atomic uint32_t refs;
@@ -225,8 +240,10 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 /*
  * Debian's wolfSSL keeps a per-thread cache of ECC fixed points (FP_ECC)
  * that only wc_ecc_fp_free, on that thread, gives back: a thread key whose
- * destructor runs it as each worker ends.
+ * destructor runs it as each worker ends.  A wolfSSL without FP_ECC
+ * (scripts/build-wolfssl.sh) has no such cache, nor the function.
  */
+#ifdef FP_ECC
 static pthread_key_t fp_cache_key;
 static pthread_once_t fp_cache_once = PTHREAD_ONCE_INIT;
 
@@ -251,6 +268,11 @@ static void fp_cache_track(void)
 	pthread_once(&fp_cache_once, fp_cache_key_make);
 	pthread_setspecific(fp_cache_key, &tracked);	/* any non-NULL value: the destructor runs */
 }
+#else
+static void fp_cache_track(void)
+{
+}
+#endif
 
 static const char *reason(WOLFSSL *ssl, int ret, char buf[TLS_REASON_BYTES])
 {
@@ -300,27 +322,18 @@ static bool sni_matches(const char *pattern, const char *name)
 }
 
 /*
- * The client named a host: serve that host's certificate if the listener has
- * one (exact names before wildcards), else the default.  Any name is accepted;
- * it is recorded for the log either way.
+ * The context for the name the client sent: that host's certificate if the
+ * listener has one (exact names before wildcards), else the default.
  */
-static int sni_select(WOLFSSL *ssl, int *alert, void *arg)
+static WOLFSSL_CTX *sni_context(const struct tls_server *srv, const char *name)
 {
-	const struct tls_server *srv = arg;
-	const char *name = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
-
-	if (name == NULL || srv == NULL)
-		return 0;	/* SSL_TLSEXT_ERR_OK */
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 2 && name[0] != '\0'; pass++) {
 		for (uint32_t i = 0; i < srv->sni_count; i++) {
-			if ((srv->sni_name[i][0] == '*') != (pass == 1) || !sni_matches(srv->sni_name[i], name))
-				continue;
-			if (wolfSSL_set_SSL_CTX(ssl, srv->sni_ctx[i]) == NULL)
-				return 2;	/* SSL_TLSEXT_ERR_ALERT_FATAL */
-			return 0;
+			if ((srv->sni_name[i][0] == '*') == (pass == 1) && sni_matches(srv->sni_name[i], name))
+				return srv->sni_ctx[i];
 		}
 	}
-	return 0;
+	return srv->ctx;
 }
 
 static WOLFSSL_CTX *server_new(const struct rm_listener_config *l, const char *cert, const char *key,
@@ -402,9 +415,6 @@ static struct tls_server *server_build(const struct rm_listener_config *l, char 
 		snprintf(srv->sni_name[k], sizeof(srv->sni_name[k]), "%s", l->tls_sni[k].name);
 		srv->sni_count = k + 1;
 	}
-	/* Only the context a connection starts with sees the ClientHello's SNI. */
-	wolfSSL_CTX_set_servername_callback(srv->ctx, sni_select);
-	wolfSSL_CTX_set_servername_arg(srv->ctx, srv);
 	return srv;
 }
 
@@ -580,23 +590,100 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
 
 /* ---- the transport ------------------------------------------------------------------------- */
 
+static int ssl_make(struct tls_conn *t, WOLFSSL_CTX *ctx)
+{
+	t->ssl = wolfSSL_new(ctx);
+	if (t->ssl == NULL)
+		return -ENOMEM;
+	wolfSSL_SSLSetIORecv(t->ssl, io_recv);
+	wolfSSL_SSLSetIOSend(t->ssl, io_send);
+	wolfSSL_SetIOReadCtx(t->ssl, t);
+	wolfSSL_SetIOWriteCtx(t->ssl, t);
+	return 0;
+}
+
+/* ctx NULL: a server connection, whose WOLFSSL object waits for the ClientHello (server_begin). */
 static struct tls_conn *tls_new(struct rm_conn *c, WOLFSSL_CTX *ctx)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
 
 	if (t == NULL)
 		return NULL;
-	t->ssl = wolfSSL_new(ctx);
-	if (t->ssl == NULL) {
+	t->c = c;
+	if (ctx != NULL && ssl_make(t, ctx) < 0) {
 		free(t);
 		return NULL;
 	}
-	t->c = c;
-	wolfSSL_SSLSetIORecv(t->ssl, io_recv);
-	wolfSSL_SSLSetIOSend(t->ssl, io_send);
-	wolfSSL_SetIOReadCtx(t->ssl, t);
-	wolfSSL_SetIOWriteCtx(t->ssl, t);
 	return t;
+}
+
+/* The size of a first record that starts at p (TLS_RECORD_HEADER bytes there); 0: not a
+ * handshake record of a size wolfSSL takes, so nothing to read a name from. */
+static size_t hello_size(const uint8_t *p)
+{
+	size_t n = TLS_RECORD_HEADER + ((size_t)p[3] << 8 | p[4]);
+
+	return p[0] == 22 && n <= TLS_HELLO_MAX ? n : 0;	/* 22: handshake (RFC 8446 5.1) */
+}
+
+/*
+ * Server: the first record picks the context by its SNI, and the WOLFSSL
+ * object is made.  1: made, and t->hello, unless NULL, holds bytes to offer
+ * wolfSSL before data + *taken; 0: all of data kept in t->hello, more wanted;
+ * -ENOMEM.
+ */
+static int server_begin(struct tls_conn *t, const uint8_t *data, size_t len, size_t *taken)
+{
+	const uint8_t *rec = NULL;
+	size_t size = 0;
+	char name[256];
+	word32 name_len = sizeof(name) - 1;
+	WOLFSSL_CTX *ctx = t->srv->ctx;
+
+	*taken = 0;
+	if (t->hello == NULL && len >= TLS_RECORD_HEADER && ((size = hello_size(data)) == 0 || size <= len)) {
+		rec = data;	/* whole here (or not a ClientHello: wolfSSL says why) */
+	} else {
+		if (t->hello == NULL) {
+			t->hello = malloc(TLS_HELLO_MAX);
+			t->hello_len = 0;
+			if (t->hello == NULL)
+				return -ENOMEM;
+		}
+		size = TLS_RECORD_HEADER;
+		while (*taken < len) {
+			if (t->hello_len >= TLS_RECORD_HEADER && (size = hello_size(t->hello)) == 0)
+				break;
+			if (t->hello_len >= size)
+				break;
+			size_t n = size - t->hello_len < len - *taken ? size - t->hello_len : len - *taken;
+
+			memcpy(t->hello + t->hello_len, data + *taken, n);
+			t->hello_len += n;
+			*taken += n;
+		}
+		if (t->hello_len >= TLS_RECORD_HEADER)
+			size = hello_size(t->hello);
+		if (t->hello_len < TLS_RECORD_HEADER || (size != 0 && t->hello_len < size))
+			return 0;
+		rec = t->hello;
+	}
+	/* A name that fills the buffer may have been cut short, and one with a NUL in it is no
+	 * host name: neither picks a certificate. */
+	if (size == 0 || wolfSSL_SNI_GetFromBuffer(rec, (word32)size, WOLFSSL_SNI_HOST_NAME, (unsigned char *)name,
+						   &name_len) != WOLFSSL_SUCCESS || name_len >= sizeof(name) - 1)
+		name_len = 0;
+	name[name_len] = '\0';
+	if (strlen(name) != name_len)
+		name[0] = '\0';
+	if (name[0] != '\0')
+		ctx = sni_context(t->srv, name);
+	snprintf(t->name, sizeof(t->name), "%.*s", (int)sizeof(t->name) - 1, name);	/* the log's copy */
+	if (ssl_make(t, ctx) < 0)
+		return -ENOMEM;
+	server_unref(t->srv);	/* the context is chosen; wolfSSL holds it */
+	t->srv = NULL;
+	return 1;
 }
 
 static void count_handshake(struct tls_conn *t, bool on)
@@ -621,7 +708,7 @@ static bool handshakes_full(const struct rm_conn *c)
 static void handshake_done(struct tls_conn *t)
 {
 	struct rm_conn *c = t->c;
-	const char *sni = wolfSSL_get_servername(t->ssl, WOLFSSL_SNI_HOST_NAME);
+	const char *sni = t->name;
 	char peer[64];
 
 	t->handshake_done = true;
@@ -630,8 +717,6 @@ static void handshake_done(struct tls_conn *t)
 	 * authentication, which we never ask for: give them back now. */
 	wolfSSL_FreeArrays(t->ssl);
 	(void)wolfSSL_FreeHandshakeResources(t->ssl);
-	server_unref(t->srv);	/* the SNI callback has run */
-	t->srv = NULL;
 	rm_conn_timer(c, rm_conn_idle_timeout_ms(c));
 	if (t->client) {
 		/* What was checked, in words an operator can act on. */
@@ -640,7 +725,8 @@ static void handshake_done(struct tls_conn *t)
 			t->name[0] != '\0' ? t->name : "-",
 			t->verify ? "verified (chain to the CA, name " : "not verified (policy does not ask)",
 			t->verify ? t->name : "", t->verify ? ")" : "");
-		t->done(c, 0, t->done_arg);
+		if (t->done != NULL)
+			t->done(c, 0, t->done_arg);
 		return;
 	}
 	rm_info(c->id, "TLS %s %s sni=%s%s from %s", wolfSSL_get_version(t->ssl),
@@ -753,10 +839,34 @@ static size_t tls_rx(struct rm_conn *c, const struct rm_rx *rx)
 {
 	struct tls_conn *t = c->transport_state;
 
+	size_t base = 0;
+
 	if (t->hold != NULL)
 		return 0;		/* the session has not taken what came before */
-	t->in = rx->data;
-	t->in_len = rx->len;
+	if (t->ssl == NULL) {
+		int rc = server_begin(t, rx->data, rx->len, &base);
+
+		if (rc < 0)
+			rm_conn_abort(c, rc);
+		if (rc <= 0)
+			return rx->len;
+		if (t->hello != NULL) {
+			/* The gathered first record: wolfSSL cannot finish a handshake on it alone. */
+			t->in = t->hello;
+			t->in_len = t->hello_len;
+			t->in_used = 0;
+			(void)handshake_step(t);
+			t->in = NULL;
+			t->in_len = t->in_used = 0;
+			free(t->hello);
+			t->hello = NULL;
+			t->hello_len = 0;
+			if (c->state != RM_CONN_OPEN || base == rx->len)
+				return rx->len;
+		}
+	}
+	t->in = rx->data + base;
+	t->in_len = rx->len - base;
 	t->in_used = 0;
 	if (!t->handshake_done) {
 		if (!handshake_step(t))
@@ -765,7 +875,7 @@ static size_t tls_rx(struct rm_conn *c, const struct rm_rx *rx)
 	}
 	read_plain(t);
 out:;
-	size_t used = t->in_used;
+	size_t used = base + t->in_used;
 
 	/* Nothing of rx may be read after this returns: the engine owns it again. */
 	t->in = NULL;
@@ -845,6 +955,7 @@ static void tls_close(struct rm_conn *c)
 	wolfSSL_free(t->ssl);
 	server_unref(t->srv);
 	free(t->hold);
+	free(t->hello);
 	free(t);
 }
 
@@ -875,7 +986,7 @@ static int start(struct rm_conn *c, bool open_deferred)
 			"refusing", handshakes[rm_worker_index(c->worker)]);
 		return -EBUSY;
 	}
-	t = tls_new(c, srv->ctx);
+	t = tls_new(c, NULL);
 	if (t == NULL)
 		return -ENOMEM;
 	atomic_fetch_add_explicit(&srv->refs, 1, memory_order_relaxed);
