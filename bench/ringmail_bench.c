@@ -149,6 +149,7 @@ struct bench_opts {
 	uint32_t pipeline;
 	uint32_t hold_s;
 	uint32_t ramp_per_s;		/* 0 = unlimited */
+	uint32_t rate_per_s;		/* smtp: messages started per second, all sessions; 0 = as fast as replies come */
 	uint32_t workers;
 	uint32_t time_limit_s;
 	uint32_t connect_timeout_ms;
@@ -991,6 +992,8 @@ static void usage(FILE *out)
 		"  --pipelining, --no-pipelining  MAIL, RCPT and DATA in one write when the server\n"
 		"                        offers PIPELINING (default on)\n"
 		"  --bdat                BDAT LAST instead of DATA when the server offers CHUNKING\n"
+		"  --rate R              start at most R messages per second in all (open loop: latency\n"
+		"                        at a given load, not at saturation); default 0 = as replies come\n"
 		"  --timeout MS          for each reply (default 60000)\n"
 		"  --duration S          same as --time-limit S (default 300)\n"
 		"  --seed X, --json, -v  as above; every run also prints one RESULT key=value line\n"
@@ -1068,7 +1071,7 @@ enum {
 	OPT_HOST = 1000, OPT_PORT, OPT_CONNS, OPT_LINES, OPT_LINE_BYTES, OPT_PIPELINE, OPT_WORKERS,
 	OPT_TIME_LIMIT, OPT_HOLD, OPT_RAMP, OPT_CONNECT_TIMEOUT, OPT_SEED, OPT_JSON, OPT_SOURCE,
 	OPT_DIR, OPT_WRITERS, OPT_SIZE, OPT_MESSAGES, OPT_GROUP, OPT_KEEP,
-	OPT_RCPTS, OPT_FROM, OPT_TO, OPT_HELO, OPT_PIPELINING, OPT_NO_PIPELINING, OPT_BDAT, OPT_TIMEOUT,
+	OPT_RATE, OPT_RCPTS, OPT_FROM, OPT_TO, OPT_HELO, OPT_PIPELINING, OPT_NO_PIPELINING, OPT_BDAT, OPT_TIMEOUT,
 	OPT_DURATION, OPT_LISTEN,
 };
 
@@ -1215,6 +1218,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{ "group", required_argument, NULL, OPT_GROUP },
 		{ "keep", no_argument, NULL, OPT_KEEP },
 		{ "rcpts", required_argument, NULL, OPT_RCPTS },
+		{ "rate", required_argument, NULL, OPT_RATE },
 		{ "from", required_argument, NULL, OPT_FROM },
 		{ "to", required_argument, NULL, OPT_TO },
 		{ "helo", required_argument, NULL, OPT_HELO },
@@ -1365,6 +1369,11 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 			spool_opt = group_set = true;
 			break;
 		case OPT_KEEP: o->keep = true; spool_opt = true; break;
+		case OPT_RATE:
+			if (!parse_u64("rate", optarg, 0, 10000000, &v)) return -1;
+			o->rate_per_s = (uint32_t)v;
+			smtp_opt = true;
+			break;
 		case OPT_RCPTS:
 			if (!parse_u64("rcpts", optarg, 1, SMTP_RCPTS_MAX_OPT, &v)) return -1;
 			o->rcpts = (uint32_t)v;
@@ -2604,6 +2613,11 @@ struct smtp_worker {
 	unsigned index;
 	uint32_t first, share, started, connecting, finished;
 	double ramp_per_ms;
+	double rate_per_ms;		/* --rate: this worker's share */
+	uint64_t rate_started;		/* messages started under --rate */
+	uint64_t rate_t0_ms;		/* when the first session was ready to send */
+	struct smtp_session **rate_wait;	/* sessions waiting for their turn (FIFO ring of share) */
+	uint32_t rate_head, rate_count;
 	uint64_t t0_ms, done_us;
 	uint32_t failures_logged;
 	struct rm_worker_timer pace;
@@ -2866,16 +2880,68 @@ static void smtp_send_content(struct smtp_session *s)
 }
 
 /* Start the next message, or QUIT when the session's share is done. */
+/*
+ * --rate: an open-loop load.  A message may start once the worker's share of
+ * the rate allows it (counted from the first one); a session that is early
+ * waits in a FIFO (at most one entry per session) that smtp_tick drains.
+ */
+static bool smtp_rate_allows(struct smtp_worker *bw, uint64_t now_ms)
+{
+	if (bw->rate_t0_ms == 0)
+		bw->rate_t0_ms = now_ms;
+	return (double)bw->rate_started < bw->rate_per_ms * (double)(now_ms - bw->rate_t0_ms) + 1.0;
+}
+
+static bool smtp_rate_take(struct smtp_session *s)
+{
+	struct smtp_worker *bw = s->bw;
+
+	if (bw->rate_count == 0 && smtp_rate_allows(bw, rm_worker_now_ms(bw->w))) {
+		bw->rate_started++;
+		return true;
+	}
+	RM_ASSERT(bw->rate_count < bw->share);
+	bw->rate_wait[(bw->rate_head + bw->rate_count++) % bw->share] = s;
+	rm_worker_timer_set(bw->w, &bw->pace, 1);
+	return false;
+}
+
+static void smtp_next_now(struct smtp_session *s);
+
+/* Start the waiting sessions the rate allows now; the next one's turn sets the timer. */
+static void smtp_rate_drain(struct smtp_worker *bw, uint64_t now_ms)
+{
+	while (bw->rate_count > 0 && smtp_rate_allows(bw, now_ms)) {
+		struct smtp_session *s = bw->rate_wait[bw->rate_head];
+
+		bw->rate_head = (bw->rate_head + 1) % bw->share;
+		bw->rate_count--;
+		bw->rate_started++;
+		if (s->c != NULL && s->state != T_FAILED)
+			smtp_next_now(s);
+	}
+	if (bw->rate_count > 0)
+		rm_worker_timer_set(bw->w, &bw->pace, 1);
+}
+
 static void smtp_next(struct smtp_session *s)
+{
+	if (s->msgs_done >= s->quota) {
+		smtp_send_quit(s);
+		return;
+	}
+	if (s->bw->rate_per_ms > 0 && !smtp_rate_take(s))
+		return;	/* waits in the worker's queue; smtp_tick starts it */
+	smtp_next_now(s);
+}
+
+/* The next transaction, now. */
+static void smtp_next_now(struct smtp_session *s)
 {
 	const struct smtp_shared *sh = s->bw->sh;
 	const struct bench_opts *o = &sh->opt;
 	const struct smtp_wire *wr = &sh->wire;
 
-	if (s->msgs_done >= s->quota) {
-		smtp_send_quit(s);
-		return;
-	}
 	s->in_tx = true;
 	s->mail_ok = false;
 	s->tx_fail_code = 0;
@@ -3372,6 +3438,11 @@ static bool smtp_tick(struct rm_worker *w, void *arg)
 			smtp_account(s);
 		}
 		rm_worker_timer_cancel(w, &bw->pace);
+	} else if (bw->rate_count > 0) {
+		smtp_rate_drain(bw, now);
+	}
+	if (rm_worker_stopping(w)) {
+		/* nothing more */
 	} else if (bw->started < bw->share) {
 		uint64_t wake = smtp_ramp(bw, now);
 
@@ -3519,13 +3590,13 @@ static bool smtp_report(const struct smtp_shared *sh, const struct smtp_result *
 	if (interrupted)
 		printf("  INTERRUPTED\n");
 	printf("  result            %s\n", pass ? "PASS" : "FAIL");
-	printf("RESULT mode=smtp host=%s port=%u conns=%u workers=%u messages=%" PRIu64 " size=%zu rcpts=%u "
+	printf("RESULT mode=smtp host=%s port=%u conns=%u workers=%u rate=%u messages=%" PRIu64 " size=%zu rcpts=%u "
 	       "pipelining=%d bdat=%d offered_pipelining=%" PRIu64 " offered_chunking=%" PRIu64 " ok=%" PRIu64
 	       " msg_4xx=%" PRIu64 " msg_5xx=%" PRIu64 " msg_failed=%" PRIu64 " not_sent=%" PRIu64
 	       " replies_4xx=%" PRIu64 " replies_5xx=%" PRIu64 " rcpt_ok=%" PRIu64 " rcpt_refused=%" PRIu64
 	       " sessions_ok=%" PRIu64 " sessions_failed=%" PRIu64 " elapsed_s=%.3f msgs_per_s=%.1f mb_per_s=%.3f"
 	       " p50_us=%" PRIu64 " p90_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 " timed_out=%d pass=%d\n",
-	       o->host, o->port, o->conns, o->workers, o->messages, wr->header_len + wr->body_len, o->rcpts,
+	       o->host, o->port, o->conns, o->workers, o->rate_per_s, o->messages, wr->header_len + wr->body_len, o->rcpts,
 	       o->pipelining, o->bdat, r->offered_pipelining, r->offered_chunking, r->msg_ok, r->msg_4xx, r->msg_5xx,
 	       r->msg_failed, r->msg_unsent, r->replies_4xx, r->replies_5xx, r->rcpt_ok, r->rcpt_refused,
 	       r->sessions_ok, r->sessions_failed, elapsed, mps, mbps, p50, p90, p99, r->lat_us.max,
@@ -3587,8 +3658,10 @@ static int smtp_main(struct bench_opts *o)
 		bw->share = o->conns / o->workers + (i < o->conns % o->workers ? 1 : 0);
 		first += bw->share;
 		bw->ramp_per_ms = o->ramp_per_s ? (double)o->ramp_per_s / o->workers / 1000.0 : 0;
+		bw->rate_per_ms = o->rate_per_s ? (double)o->rate_per_s / o->workers / 1000.0 : 0;
 		bw->sessions = calloc(bw->share ? bw->share : 1, sizeof(*bw->sessions));
-		if (bw->sessions == NULL)
+		bw->rate_wait = calloc(bw->share ? bw->share : 1, sizeof(*bw->rate_wait));
+		if (bw->sessions == NULL || bw->rate_wait == NULL)
 			rm_fatal("out of memory");
 	}
 	smtp_make_config(&sh, &cfg);
@@ -3656,8 +3729,10 @@ static int smtp_main(struct bench_opts *o)
 			end_us = now_us();
 	}
 	pass = smtp_report(&sh, &total, end_us, timed_out, interrupted);
-	for (uint32_t i = 0; i < o->workers; i++)
+	for (uint32_t i = 0; i < o->workers; i++) {
 		free(sh.workers[i].sessions);
+		free(sh.workers[i].rate_wait);
+	}
 	free(sh.workers);
 	smtp_free_wire(&sh.wire);
 	return pass ? 0 : 1;
