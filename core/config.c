@@ -370,6 +370,7 @@ static const struct limit_rule {
 	{ "spool_messages_max", offsetof(struct rm_limits, spool_messages_max), 16, 16777216, false },
 	{ "spool_receiving_max", offsetof(struct rm_limits, spool_receiving_max), 1, 1048576, false },
 	{ "spool_segments_max", offsetof(struct rm_limits, spool_segments_max), 4, 1048576, false },
+	{ "spool_preallocate", offsetof(struct rm_limits, spool_preallocate), 0, 1, false },
 	{ "tls_handshake_timeout_ms", offsetof(struct rm_limits, tls_handshake_timeout_ms), 100, 600000, false },
 	{ "tls_handshakes_max", offsetof(struct rm_limits, tls_handshakes_max), 1, 1048576, false },
 	{ "tls_ticket_key_rotate_ms", offsetof(struct rm_limits, tls_ticket_key_rotate_ms), 1000, 604800000, false },
@@ -413,7 +414,7 @@ static const struct limit_rule {
 	"write_blocks_per_worker, output_bytes_max, line_length_max, idle_timeout_ms, " \
 	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog, spool_segment_bytes_max, " \
 	"spool_buffer_bytes, spool_commit_interval_ms, spool_commit_batch_max, spool_messages_max, " \
-	"spool_receiving_max, spool_segments_max, tls_handshake_timeout_ms, tls_handshakes_max, " \
+	"spool_receiving_max, spool_segments_max, spool_preallocate, tls_handshake_timeout_ms, tls_handshakes_max, " \
 	"tls_ticket_key_rotate_ms, smtp_line_bytes_max, smtp_text_line_bytes_max, smtp_recipients_max, " \
 	"smtp_message_bytes_max, smtp_errors_max, smtp_connections_max, smtp_connections_per_client, " \
 	"smtp_command_timeout_ms, smtp_data_timeout_ms, smtp_pregreet_wait_ms, smtp_proxy_timeout_ms, " \
@@ -1601,6 +1602,7 @@ void rm_config_defaults(struct rm_config *cfg)
 		.spool_messages_max = 100000,
 		.spool_receiving_max = 4096,
 		.spool_segments_max = 4096,
+		.spool_preallocate = 1,
 		.tls_handshake_timeout_ms = 10000,
 		.tls_handshakes_max = 1024,
 		.tls_ticket_key_rotate_ms = 3600000,

@@ -98,6 +98,7 @@ struct rm_limits {
 	uint32_t spool_messages_max;		/* queued messages; more get 452 */
 	uint32_t spool_receiving_max;		/* messages being received at once */
 	uint32_t spool_segments_max;		/* segment files kept; more: 452 */
+	uint32_t spool_preallocate;		/* 1: a segment's blocks allocated at creation (faster syncs) */
 	uint32_t tls_handshake_timeout_ms;	/* a handshake not done by then is dropped */
 	uint32_t tls_handshakes_max;		/* handshakes in progress per worker */
 	uint32_t tls_ticket_key_rotate_ms;	/* a new session ticket key this often */

@@ -353,6 +353,9 @@ static void sc_init(struct sc *sc)
 	sc->cfg.limits.buffers_per_worker = 16;
 	sc->cfg.limits.write_blocks_per_worker = 16;
 	sc->cfg.limits.spool_buffer_bytes = 2 * MIB;
+	/* These tests read file sizes and make writes fail with RLIMIT_FSIZE, both
+	 * of which need segments that grow as they are written. */
+	sc->cfg.limits.spool_preallocate = 0;
 	snprintf(sc->cfg.spool_dir, sizeof(sc->cfg.spool_dir), "%s", test_dir);
 	sc->scratch = malloc(SCRATCH_BYTES);
 	if (sc->scratch == NULL)
