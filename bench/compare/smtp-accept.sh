@@ -15,12 +15,10 @@
 #	             and delivers to the sink in the background while the load runs.
 #	  ringmail   build/ringmaild with workers = WORKERS, one smtp listener on
 #	             127.0.0.1:PORT_BASE+2, relay_domains example.com -> the same sink,
-#	             limits.smtp_connections_per_client = 0 (its default of 50 refuses
-#	             100 sessions from 127.0.0.1 with 421; Postfix exempts mynetworks
-#	             from its per-client limits by default), defaults otherwise.
-#	             ringmaild only QUEUES: outbound delivery does not exist yet, so its
-#	             figure is acceptance into a queue nobody drains (it is started on an
-#	             empty spool for every cell).
+#	             mynetworks 127.0.0.0/8 (not limited per client, as Postfix exempts
+#	             its mynetworks), defaults otherwise.  Like Postfix it queues
+#	             and delivers to the sink in the background while the load runs; it
+#	             is started on an empty spool for every cell.
 #
 #	For each server: a warm-up (WARMUP messages, not recorded), then RUNS rounds of
 #	every cell, sessions in SESSIONS x size in SIZES, and in each cell two clients:
@@ -31,6 +29,12 @@
 #	  ringmail-bench build/ringmail-bench smtp --conns SESS --messages MSGS --size SIZE
 #	                (pipelines MAIL/RCPT/DATA when offered): its messages/s and the
 #	                p50 / p99 latency from the end of data written to its 250.
+#	                A closed loop: at saturation its latency is mostly its own
+#	                queueing (SESS / rate), so for ringmaild also
+#	  ringmail-bench@RATE  the same at --rate RATE (an open loop, default 7000 msg/s:
+#	                about ten times Postfix's rate on this kind of machine), for
+#	                sessions in RATE_SESSIONS ("100") and sizes up to 4096: the latency
+#	                at that load.
 #	MSGS is MSGS_LARGE for sizes of 65536 and more.  Before every Postfix cell the
 #	queue is drained (bounded by DRAIN_TIMEOUT), so each cell starts on an empty queue.
 #
@@ -43,7 +47,8 @@
 #	"postfix -c DIR stop" and then its recorded master pid, smtp-sink and ringmaild
 #	by their pids (SIGTERM, then SIGKILL after 10 s).
 # ENVIRONMENT
-#	SERVERS ("postfix ringmail") RUNS (3) MSGS (20000) MSGS_LARGE (5000) WARMUP (1000)
+#	SERVERS ("postfix ringmail ringmail-queue": ringmail-queue is ringmaild with delivery off,
+#	the acceptance into the queue alone) RATE (7000) RATE_SESSIONS ("100") RUNS (3) MSGS (20000) MSGS_LARGE (5000) WARMUP (1000)
 #	SESSIONS ("20 100") SIZES ("1024 4096 65536") PORT_BASE (12625) WORKERS (nproc)
 #	BASE (var/smtp-accept) RINGMAILD (build/ringmaild) BENCH (build/ringmail-bench)
 #	CELL_TIMEOUT (900 s per measurement) DRAIN_TIMEOUT (600 s) RESULTS (build/bench-results)
@@ -55,7 +60,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 
-SERVERS=${SERVERS:-"postfix ringmail"}
+SERVERS=${SERVERS:-"postfix ringmail ringmail-queue"}
+RM_DELIVERY=true
+RATE=${RATE:-7000}
+RATE_SESSIONS=${RATE_SESSIONS:-100}
 RUNS=${RUNS:-3}
 MSGS=${MSGS:-20000}
 MSGS_LARGE=${MSGS_LARGE:-5000}
@@ -89,7 +97,7 @@ isnum "$WARMUP" || die "WARMUP must be a positive integer"
 isnum "$WORKERS" || die "WORKERS must be a positive integer"
 for s in $SESSIONS; do isnum "$s" && ((s <= 1000)) || die "SESSIONS: 1..1000 each"; done
 for s in $SIZES; do isnum "$s" && ((s <= 33554432)) || die "SIZES: 1..33554432 each"; done
-for s in $SERVERS; do [[ $s == postfix || $s == ringmail ]] || die "SERVERS: postfix and/or ringmail"; done
+for s in $SERVERS; do [[ $s == postfix || $s == ringmail || $s == ringmail-queue ]] || die "SERVERS: postfix, ringmail, ringmail-queue"; done
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 
 for b in smtp-sink smtp-source ss awk; do
@@ -243,11 +251,11 @@ start_ringmaild() {
 # written by bench/compare/smtp-accept.sh
 workers = $WORKERS; log_level = "warn"; allow_root = true;
 spool_dir = "$d/spool"; control_socket = "$d/ctl.sock";
-# smtp_connections_per_client = 0: no per-client limit (default 50), as Postfix
-# exempts \$mynetworks from its own (smtpd_client_event_limit_exceptions).
-limits = { connections_per_worker = 4096; smtp_connections_per_client = 0; };
+# mynetworks are not limited per client (as Postfix's smtpd_client_event_limit_exceptions).
+limits = { connections_per_worker = 4096; };
 smtp = { hostname = "bench.test"; mynetworks = [ "127.0.0.0/8" ];
-         relay_domains = ( { domain = "example.com"; nexthop = "$HOST:$SINK_PORT"; } ); };
+         relay_domains = ( { domain = "example.com"; nexthop = "[$HOST]:$SINK_PORT"; } ); };
+delivery = { enabled = $RM_DELIVERY; };
 listeners = ( { name = "mx"; protocol = "smtp"; address = "$HOST"; port = $RM_PORT; } );
 EOF
 	"$RINGMAILD" -c "$d/ringmail.conf" >"$d/ringmaild.log" 2>&1 &
@@ -282,8 +290,10 @@ measure() {	# server port client sessions size run msgs
 		line=$(awk -v a="$t0" -v b="$t1" -v n="$msgs" -v rc="$rc" 'BEGIN {
 			d = b - a; printf "%.3f\t%.1f\t-\t-\t%s", d, n / d, rc == 0 ? "ok" : "FAIL" }')
 	else
+		local rate_opt=()
+		[[ $client == ringmail-bench@* ]] && rate_opt=(--rate "${client#ringmail-bench@}")
 		timeout "$CELL_TIMEOUT" "$BENCH" smtp --port "$port" --conns "$sess" --messages "$msgs" --size "$size" \
-			--from "$FROM" --to "$TO" --time-limit "$CELL_TIMEOUT" >"$out" 2>&1 || rc=$?
+			"${rate_opt[@]}" --from "$FROM" --to "$TO" --time-limit "$CELL_TIMEOUT" >"$out" 2>&1 || rc=$?
 		line=$(awk -F'[ =]' -v rc="$rc" '/^RESULT mode=smtp / {
 			for (i = 2; i < NF; i += 2) v[$i] = $(i + 1)
 			printf "%s\t%s\t%s\t%s\t%s", v["elapsed_s"], v["msgs_per_s"], v["p50_us"], v["p99_us"],
@@ -301,12 +311,16 @@ cells() {	# server port: warm-up, then every cell RUNS times
 			for size in $SIZES; do
 				msgs=$MSGS
 				((size >= 65536)) && msgs=$MSGS_LARGE
-				for client in smtp-source ringmail-bench; do
+				clients="smtp-source ringmail-bench"
+				if [[ $server == ringmail* && " $RATE_SESSIONS " == *" $sess "* ]] && ((size <= 4096 && RATE > 0)); then
+					clients="$clients ringmail-bench@$RATE"
+				fi
+				for client in $clients; do
 					if [[ $server == postfix ]]; then
 						pf_drain || failed=1
 						sleep 1
 					else
-						# An empty spool for every measurement: nothing drains it.
+						# An empty spool for every measurement.
 						stop_ringmaild
 						start_ringmaild || { failed=1; return 1; }
 					fi
@@ -326,8 +340,7 @@ cells() {	# server port: warm-up, then every cell RUNS times
 	echo "ringmaild: $RINGMAILD, workers = $WORKERS; ringmail-bench: $BENCH (workers: online CPUs)"
 	echo "knobs: SERVERS=\"$SERVERS\" RUNS=$RUNS MSGS=$MSGS MSGS_LARGE=$MSGS_LARGE WARMUP=$WARMUP SESSIONS=\"$SESSIONS\" SIZES=\"$SIZES\""
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "note: Postfix queues and delivers to smtp-sink in the background during the load;"
-	echo "      ringmaild only queues (outbound delivery does not exist yet)."
+	echo "note: both servers queue, and deliver to smtp-sink in the background during the load."
 } | tee "$work/machine.txt"
 
 for server in $SERVERS; do
@@ -342,12 +355,14 @@ for server in $SERVERS; do
 		grep -E 'warning|fatal|panic' "$work/postfix/maillog" 2>/dev/null | sed 's/^.*postfix/postfix/' | sort | uniq -c | sort -rn | head -n 5 || true
 		stop_postfix
 		;;
-	ringmail)
+	ringmail | ringmail-queue)
+		RM_DELIVERY=true
+		[[ $server == ringmail-queue ]] && RM_DELIVERY=false
 		if start_ringmaild; then
 			note "ringmaild warm-up: $WARMUP messages with each client"
 			timeout "$CELL_TIMEOUT" smtp-source -4 -s 20 -m "$WARMUP" -l 4096 -d -f "$FROM" -t "$TO" "$HOST:$RM_PORT" >/dev/null 2>&1 || note "ringmaild warm-up with smtp-source failed"
 			timeout "$CELL_TIMEOUT" "$BENCH" smtp --port "$RM_PORT" --conns 20 --messages "$WARMUP" --size 4096 >/dev/null 2>&1 || note "ringmaild warm-up with ringmail-bench failed"
-			cells ringmail "$RM_PORT" || true
+			cells "$server" "$RM_PORT" || true
 			stop_ringmaild
 		else
 			failed=1

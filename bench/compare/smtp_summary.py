@@ -42,35 +42,56 @@ def main(path):
     def rate(c, server, client):
         return [fnum(r["msgs_per_s"]) for r in c.get((server, client), []) if r["result"] == "ok"]
 
-    def ratio(c, client):
-        a, b = median(rate(c, "ringmail", client)), median(rate(c, "postfix", client))
+    def ratio(c, server, client):
+        a, b = median(rate(c, server, client)), median(rate(c, "postfix", client))
         return "%.2f" % (a / b) if a is not None and b else "-"
 
+    def latency(c, server):
+        rs = [r for r in c.get((server, "ringmail-bench"), []) if r["result"] == "ok"]
+        p50, p99 = median([fnum(r["p50_us"]) for r in rs]), median([fnum(r["p99_us"]) for r in rs])
+        return "%.0f / %.0f" % (p50, p99) if p50 is not None else "-"
+
+    variants = [v for v in servers if v != "postfix"] or ["ringmail"]
     print("Messages per second accepted (answered 250 after the data), median [min..max] over the runs;")
-    print("ratio = ringmail median / Postfix median.  Latency: ringmail-bench's end of data -> 250,")
-    print("median of the runs' p50 and p99, in microseconds.")
-    print()
-    print("| sessions | size | msgs | smtp-source: Postfix | smtp-source: ringmail | ratio "
-          "| ringmail-bench: Postfix | ringmail-bench: ringmail | ratio | p50 / p99 us Postfix "
-          "| p50 / p99 us ringmail |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (sess, size) in sorted(cells):
-        c = cells[(sess, size)]
-        msgs = sorted({r["msgs"] for v in c.values() for r in v})
-        lat = {}
-        for server in ("postfix", "ringmail"):
-            rs = [r for r in c.get((server, "ringmail-bench"), []) if r["result"] == "ok"]
-            p50, p99 = median([fnum(r["p50_us"]) for r in rs]), median([fnum(r["p99_us"]) for r in rs])
-            lat[server] = "%.0f / %.0f" % (p50, p99) if p50 is not None else "-"
-        print("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            sess, size, "/".join(msgs),
-            span(rate(c, "postfix", "smtp-source")), span(rate(c, "ringmail", "smtp-source")),
-            ratio(c, "smtp-source"),
-            span(rate(c, "postfix", "ringmail-bench")), span(rate(c, "ringmail", "ringmail-bench")),
-            ratio(c, "ringmail-bench"), lat["postfix"], lat["ringmail"]))
+    print("ratio = ringmaild median / Postfix median.  Latency: ringmail-bench's end of data -> 250,")
+    print("median of the runs' p50 and p99, in microseconds.  ringmail: queues and delivers to the")
+    print("sink meanwhile, as Postfix does; ringmail-queue: queues only (delivery off).")
+    for v in variants:
+        print()
+        print("#### %s against Postfix" % v)
+        print()
+        print("| sessions | size | msgs | smtp-source: Postfix | smtp-source: %s | ratio "
+              "| ringmail-bench: Postfix | ringmail-bench: %s | ratio | p50 / p99 us Postfix "
+              "| p50 / p99 us %s |" % (v, v, v))
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for (sess, size) in sorted(cells):
+            c = cells[(sess, size)]
+            msgs = sorted({r["msgs"] for vv in c.values() for r in vv})
+            print("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                sess, size, "/".join(msgs),
+                span(rate(c, "postfix", "smtp-source")), span(rate(c, v, "smtp-source")),
+                ratio(c, v, "smtp-source"),
+                span(rate(c, "postfix", "ringmail-bench")), span(rate(c, v, "ringmail-bench")),
+                ratio(c, v, "ringmail-bench"), latency(c, "postfix"), latency(c, v)))
+    paced = sorted({r["client"] for r in rows if r["client"].startswith("ringmail-bench@")})
+    if paced:
+        print()
+        print("ringmaild at a given load (ringmail-bench --rate: an open loop), median [min..max] over the runs:")
+        print()
+        print("| server | sessions | size | rate asked | msgs/s | p50 us | p99 us |")
+        print("|---|---|---|---|---|---|---|")
+        for v in variants:
+          for (sess, size) in sorted(cells):
+            for client in paced:
+                rs = [r for r in cells[(sess, size)].get((v, client), []) if r["result"] == "ok"]
+                if not rs:
+                    continue
+                print("| %s | %d | %d | %s | %s | %s | %s |" % (
+                    v, sess, size, client.split("@", 1)[1], span([fnum(r["msgs_per_s"]) for r in rs]),
+                    span([fnum(r["p50_us"]) for r in rs]), span([fnum(r["p99_us"]) for r in rs])))
     print()
     print("Servers measured: %s." % (", ".join(servers) if servers else "none"))
-    if "ringmail" not in servers:
+    if not [v for v in servers if v != "postfix"]:
         print("ringmaild was not measured in this run (not in SERVERS, or it did not start).")
     if fails:
         print()
