@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/delivery.h"
 #include "core/spool.h"
 #include "core/spool_recover.h"
 #include "proto/linesplit.h"
@@ -187,6 +188,27 @@ static void add(struct reply *r, const char *fmt, ...)
 	X(syncs, "spool_syncs") X(writes, "spool_writes") X(bytes_written, "spool_bytes_written") \
 	X(queued, "spool_queued") X(segments, "spool_segments") X(write_errors, "spool_write_errors")
 
+#define DELIVERY_FIELDS(X) \
+	X(attempts, "delivery_attempts") X(delivered, "delivery_delivered") X(deferred, "delivery_deferred") \
+	X(bounced, "delivery_bounced") X(dsn_sent, "delivery_dsn_sent") X(connections, "delivery_connections") \
+	X(connections_reused, "delivery_connections_reused") X(dns_queries, "delivery_dns_queries") \
+	X(in_flight, "delivery_in_flight")
+
+/* One worker's delivery counters, or the sum over every worker (worker < 0). */
+static void delivery_stats(const struct rm_daemon *d, int worker, struct rm_delivery_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < d->worker_count; i++) {
+		const struct rm_delivery_stats *ds = rm_delivery_stats(i);
+
+		if ((worker >= 0 && (unsigned)worker != i) || ds == NULL)
+			continue;
+#define X(f, name) atomic_fetch_add_explicit(&out->f, atomic_load_explicit(&ds->f, memory_order_relaxed), memory_order_relaxed);
+		DELIVERY_FIELDS(X)
+#undef X
+	}
+}
+
 /* One worker's spool counters, or the sum over every worker (worker < 0). */
 static void spool_stats(const struct rm_daemon *d, int worker, struct rm_spool_stats *out)
 {
@@ -206,7 +228,7 @@ static void spool_stats(const struct rm_daemon *d, int worker, struct rm_spool_s
 }
 
 static void stats_text(struct reply *r, const struct rm_worker_stats *s, const struct rm_spool_stats *sp,
-		       const char *prefix)
+		       const struct rm_delivery_stats *ds, const char *prefix)
 {
 #define X(f, name) add(r, "%s%s %llu\n", prefix, name, (unsigned long long)atomic_load_explicit(&s->f, memory_order_relaxed));
 	STAT_FIELDS(X)
@@ -214,9 +236,13 @@ static void stats_text(struct reply *r, const struct rm_worker_stats *s, const s
 #define X(f, name) add(r, "%s%s %llu\n", prefix, name, (unsigned long long)atomic_load_explicit(&sp->f, memory_order_relaxed));
 	SPOOL_FIELDS(X)
 #undef X
+#define X(f, name) add(r, "%s%s %llu\n", prefix, name, (unsigned long long)atomic_load_explicit(&ds->f, memory_order_relaxed));
+	DELIVERY_FIELDS(X)
+#undef X
 }
 
-static void stats_json(struct reply *r, const struct rm_worker_stats *s, const struct rm_spool_stats *sp)
+static void stats_json(struct reply *r, const struct rm_worker_stats *s, const struct rm_spool_stats *sp,
+		       const struct rm_delivery_stats *ds)
 {
 	const char *sep = "";
 
@@ -227,6 +253,9 @@ static void stats_json(struct reply *r, const struct rm_worker_stats *s, const s
 #define X(f, name) do { add(r, ",\"%s\":%llu", name, (unsigned long long)atomic_load_explicit(&sp->f, memory_order_relaxed)); } while (0);
 	SPOOL_FIELDS(X)
 #undef X
+#define X(f, name) do { add(r, ",\"%s\":%llu", name, (unsigned long long)atomic_load_explicit(&ds->f, memory_order_relaxed)); } while (0);
+	DELIVERY_FIELDS(X)
+#undef X
 	add(r, "}");
 }
 
@@ -235,6 +264,7 @@ static void do_stats(struct rm_conn *c, struct reply *r, bool json)
 	const struct rm_daemon *d = rm_the_daemon;
 	struct rm_worker_stats total;
 	struct rm_spool_stats spool;
+	struct rm_delivery_stats deliv;
 	uint64_t uptime = rm_worker_now_ms(c->worker) - d->started_ms;
 
 	rm_daemon_stats_sum(d, &total);
@@ -243,13 +273,15 @@ static void do_stats(struct rm_conn *c, struct reply *r, bool json)
 		    (int)getpid(), (unsigned long long)uptime, d->worker_count,
 		    (unsigned)atomic_load(&d->config_generation));
 		spool_stats(d, -1, &spool);
-		stats_json(r, &total, &spool);
+		delivery_stats(d, -1, &deliv);
+		stats_json(r, &total, &spool, &deliv);
 		add(r, ",\"per_worker\":[");
 		for (unsigned i = 0; i < d->worker_count; i++) {
 			if (i > 0)
 				add(r, ",");
 			spool_stats(d, (int)i, &spool);
-			stats_json(r, rm_worker_stats(d->workers[i]), &spool);
+			delivery_stats(d, (int)i, &deliv);
+			stats_json(r, rm_worker_stats(d->workers[i]), &spool, &deliv);
 		}
 		add(r, "]}\n");
 		return;
@@ -257,13 +289,15 @@ static void do_stats(struct rm_conn *c, struct reply *r, bool json)
 	add(r, "pid %d\nuptime_ms %llu\nworkers %u\nconfig_generation %u\n", (int)getpid(),
 	    (unsigned long long)uptime, d->worker_count, (unsigned)atomic_load(&d->config_generation));
 	spool_stats(d, -1, &spool);
-	stats_text(r, &total, &spool, "");
+	delivery_stats(d, -1, &deliv);
+	stats_text(r, &total, &spool, &deliv, "");
 	for (unsigned i = 0; i < d->worker_count; i++) {
 		char prefix[32];
 
 		snprintf(prefix, sizeof(prefix), "worker%u.", i);
 		spool_stats(d, (int)i, &spool);
-		stats_text(r, rm_worker_stats(d->workers[i]), &spool, prefix);
+		delivery_stats(d, (int)i, &deliv);
+		stats_text(r, rm_worker_stats(d->workers[i]), &spool, &deliv, prefix);
 	}
 }
 
