@@ -41,6 +41,7 @@
 #define DELIVERY_TAKE_PER_TICK 512	/* messages taken off the queue per tick */
 #define DEST_CANDIDATES_MAX 16		/* addresses tried per next hop */
 #define DEST_HASH_BUCKETS 1024
+#define DEST_RES_MIN_MS 1000		/* DNS results are kept at least this long */
 #define REASON_BYTES_MAX RM_SMTP_OUT_TEXT_MAX
 
 enum outcome { OUT_PENDING = 0, OUT_SENT, OUT_BOUNCED, OUT_DEFERRED };
@@ -79,6 +80,7 @@ struct dest {
 	/* DNS */
 	enum dest_res res;
 	bool res_permanent;		/* DR_FAILED: bounce (NXDOMAIN, null MX), else defer */
+	const char *res_status;		/* DR_FAILED and permanent: the enhanced status code */
 	char res_why[REASON_BYTES_MAX];
 	uint64_t res_expires_ms;
 	unsigned lookups_out;		/* A / AAAA queries still out while resolving */
@@ -342,6 +344,21 @@ static void cand_set(struct cand *c, const char *host, int family, const uint8_t
 	}
 }
 
+/*
+ * How long the results are kept: their TTL, capped by limits.dns_ttl_max_ms,
+ * but at least DEST_RES_MIN_MS.  A TTL of 0 (dnsmasq's own records, some
+ * CDNs) or a cap of 0 must still serve the jobs that waited for the answer:
+ * kick_dest would otherwise find them expired at once and look them up
+ * again, for ever, without a connection.
+ */
+static void res_expire_set(struct worker_delivery *wd, struct dest *d)
+{
+	uint64_t ttl_ms = (uint64_t)d->res_ttl_s * 1000u, cap = cfg_of(wd)->limits.dns_ttl_max_ms;
+
+	ttl_ms = ttl_ms < cap ? ttl_ms : cap;
+	d->res_expires_ms = rm_worker_now_ms(wd->w) + (ttl_ms > DEST_RES_MIN_MS ? ttl_ms : DEST_RES_MIN_MS);
+}
+
 static void resolved(struct worker_delivery *wd, struct dest *d)
 {
 	/* Candidates in MX order; per host its IPv4 addresses, then IPv6. */
@@ -358,11 +375,7 @@ static void resolved(struct worker_delivery *wd, struct dest *d)
 	} else {
 		d->res = DR_READY;
 	}
-	{
-		uint64_t ttl_ms = (uint64_t)d->res_ttl_s * 1000u, cap = cfg_of(wd)->limits.dns_ttl_max_ms;
-
-		d->res_expires_ms = rm_worker_now_ms(wd->w) + (ttl_ms < cap ? ttl_ms : cap);
-	}
+	res_expire_set(wd, d);
 	kick_dest(wd, d);
 }
 
@@ -462,6 +475,8 @@ static void mx_done(void *arg, int status, const uint8_t *answer, size_t len)
 	case RM_MX_NXDOMAIN:
 		d->res = DR_FAILED;
 		d->res_permanent = true;
+		/* RFC 7505 4.2: 5.1.10 for a null MX; RFC 3463: 5.1.2 for no such system. */
+		d->res_status = r.status == RM_MX_NULL ? "5.1.10" : "5.1.2";
 		snprintf(d->res_why, sizeof(d->res_why), "%s: %s", d->name, rm_mx_status_text(r.status));
 		break;
 	case RM_MX_TEMPFAIL:
@@ -473,11 +488,7 @@ static void mx_done(void *arg, int status, const uint8_t *answer, size_t len)
 			d->res_ttl_s = 60;
 		break;
 	}
-	{
-		uint64_t ttl_ms = (uint64_t)d->res_ttl_s * 1000u, cap = cfg_of(wd)->limits.dns_ttl_max_ms;
-
-		d->res_expires_ms = rm_worker_now_ms(wd->w) + (ttl_ms < cap ? ttl_ms : cap);
-	}
+	res_expire_set(wd, d);
 	kick_dest(wd, d);
 }
 
@@ -648,6 +659,7 @@ static void enqueue(struct dest *d, struct job *j, bool front)
 
 static void fail_queue(struct worker_delivery *wd, struct dest *d, bool permanent, const char *why)
 {
+	const char *status = permanent ? (d->res_status != NULL ? d->res_status : "5.1.2") : "4.4.3";
 	struct job *j;
 
 	/* Each job's end may enqueue nothing here (a new attempt routes anew): bounded by queued. */
@@ -656,7 +668,7 @@ static void fail_queue(struct worker_delivery *wd, struct dest *d, bool permanen
 			struct rm_smtp_out_result *r = &j->oj.res[i];
 
 			r->code = permanent ? 550 : 451;
-			snprintf(r->enhanced, sizeof(r->enhanced), "%s", permanent ? "5.1.2" : "4.4.3");
+			snprintf(r->enhanced, sizeof(r->enhanced), "%s", status);
 			snprintf(r->text, sizeof(r->text), "%s", why);
 		}
 		attempt_job_done(wd, j);

@@ -35,6 +35,8 @@
  */
 #include "tls/tls.h"
 
+#include "core/maps.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -470,6 +472,23 @@ static WOLFSSL_CTX *client_for(const char *ca, bool make, char *err, size_t err_
 	return ctx;
 }
 
+/* Does any delivery destination use the verify policy (the default, or the policy map)? */
+static bool delivery_verifies(const struct rm_config *cfg)
+{
+	const struct rm_map *m = cfg->delivery.tls_policy_map;
+
+	if (cfg->delivery.tls == RM_TLS_POLICY_VERIFY)
+		return true;
+	for (uint32_t i = 0; m != NULL && i < rm_map_count(m); i++) {
+		const char *key, *value;
+		uint32_t line;
+
+		if (rm_map_entry(m, i, &key, &value, &line) && strcmp(value, "verify") == 0)
+			return true;
+	}
+	return false;
+}
+
 static int clients_setup(const struct rm_config *cfg, char *err, size_t err_size)
 {
 	char why[300];
@@ -485,6 +504,12 @@ static int clients_setup(const struct rm_config *cfg, char *err, size_t err_size
 			snprintf(err, err_size, "listener '%s': backend_tls_ca: %s", l->name, why);
 			return -1;
 		}
+	}
+	/* Delivery verifies with delivery.tls_ca: by default, or for some next hop of the map. */
+	if (cfg->delivery.enabled && delivery_verifies(cfg) &&
+	    client_for(cfg->delivery.tls_ca, true, why, sizeof(why)) == NULL) {
+		snprintf(err, err_size, "delivery.tls_ca: %s", why);
+		return -1;
 	}
 	return 0;
 }
