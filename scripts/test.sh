@@ -85,7 +85,7 @@ banner "integration: $PYTHON -m pytest -q -p no:cacheprovider tests/integration"
 status=0
 # -p no:cacheprovider: no .pytest_cache in the source tree.
 PYTHONDONTWRITEBYTECODE=1 run_logged "$logs/pytest.log" \
-	timeout --kill-after=30 1200 "$PYTHON" -m pytest -q -p no:cacheprovider tests/integration || status=$?
+	timeout --kill-after=30 2700 "$PYTHON" -m pytest -q -p no:cacheprovider tests/integration || status=$?
 # pytest's last line, e.g. "3 failed, 40 passed in 60.12s"; exit 5 = no tests collected.
 last=$(grep -E '(passed|failed|error|no tests ran).* in [0-9.]+s' "$logs/pytest.log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//' || true)
 [ -n "$last" ] || last="no pytest summary; see $logs/pytest.log"
