@@ -47,6 +47,8 @@
 #	"postfix -c DIR stop" and then its recorded master pid, smtp-sink and ringmaild
 #	by their pids (SIGTERM, then SIGKILL after 10 s).
 # ENVIRONMENT
+#	E2E (0; 1: also the end-to-end rate, from each client's start until the server's queue
+#	is empty again, every message delivered to the sink: issue 6's figure)
 #	SERVERS ("postfix ringmail ringmail-queue": ringmail-queue is ringmaild with delivery off,
 #	the acceptance into the queue alone) RATE (7000) RATE_SESSIONS ("100") RUNS (3) MSGS (20000) MSGS_LARGE (5000) WARMUP (1000)
 #	SESSIONS ("20 100") SIZES ("1024 4096 65536") PORT_BASE (12625) WORKERS (nproc)
@@ -279,8 +281,32 @@ EOF
 # ---- one measurement --------------------------------------------------------------------------
 echo -e "server\tclient\tsessions\tsize\trun\tmsgs\tseconds\tmsgs_per_s\tp50_us\tp99_us\tresult" >"$TSV"
 
+# Messages still queued by the server under test (Postfix's queue files, ringmaild's spool).
+queued_now() {	# server
+	if [[ $1 == postfix ]]; then
+		pf_queue_count
+	else
+		"$ROOT/build/ringmailctl" -s "$work/ringmail/ctl.sock" stats 2>/dev/null | awk '$1 == "spool_queued" { print $2; f = 1 } END { if (!f) print -1 }'
+	fi
+}
+
+# End to end (E2E=1, servers that deliver): from the client's start until the queue is empty
+# again, every message handed to the sink; one more TSV line, client "e2e:CLIENT".
+e2e_line() {	# server client sess size run msgs t0
+	local server=$1 client=$2 sess=$3 size=$4 run=$5 msgs=$6 t0=$7 n t1
+	for _ in $(seq 1 $((DRAIN_TIMEOUT * 20))); do
+		n=$(queued_now "$server")
+		[[ $n == 0 ]] && break
+		sleep 0.05
+	done
+	t1=$(date +%s.%N)
+	awk -v a="$t0" -v b="$t1" -v m="$msgs" -v n="$n" -v s="$server" -v c="$client" -v S="$sess" -v z="$size" -v r="$run" 'BEGIN {
+		d = b - a; printf "%s\te2e:%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t-\t-\t%s\n", s, c, S, z, r, m, d, m / d, n == 0 ? "ok" : "FAIL" }' | tee -a "$TSV"
+}
+
 measure() {	# server port client sessions size run msgs
-	local server=$1 port=$2 client=$3 sess=$4 size=$5 run=$6 msgs=$7 t0 t1 out rc=0 line
+	local server=$1 port=$2 client=$3 sess=$4 size=$5 run=$6 msgs=$7 t0 t1 out rc=0 line start
+	start=$(date +%s.%N)
 	out=$work/$server-$client-$sess-$size-$run.out
 	if [[ $client == smtp-source ]]; then
 		t0=$(date +%s.%N)
@@ -302,6 +328,9 @@ measure() {	# server port client sessions size run msgs
 	fi
 	[[ $line == *FAIL ]] && { failed=1; echo "smtp-accept: FAILED: $server $client $sess x $size run $run:" >&2; tail -n 8 "$out" >&2; }
 	echo -e "$server\t$client\t$sess\t$size\t$run\t$msgs\t$line" | tee -a "$TSV"
+	if [[ ${E2E:-0} == 1 && $server != ringmail-queue && $client != ringmail-bench@* ]]; then
+		e2e_line "$server" "$client" "$sess" "$size" "$run" "$msgs" "$start"
+	fi
 }
 
 cells() {	# server port: warm-up, then every cell RUNS times

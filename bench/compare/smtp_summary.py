@@ -73,6 +73,21 @@ def main(path):
                 ratio(c, v, "smtp-source"),
                 span(rate(c, "postfix", "ringmail-bench")), span(rate(c, v, "ringmail-bench")),
                 ratio(c, v, "ringmail-bench"), latency(c, "postfix"), latency(c, v)))
+    e2e = sorted({r["client"] for r in rows if r["client"].startswith("e2e:")})
+    if e2e:
+        print()
+        print("End to end (accepted, spooled, delivered to the sink: from the client's start until the queue")
+        print("is empty again), messages/s, median [min..max]; ratio = ringmaild / Postfix:")
+        print()
+        print("| sessions | size | client | Postfix | ringmail | ratio |")
+        print("|---|---|---|---|---|---|")
+        for (sess, size) in sorted(cells):
+            c = cells[(sess, size)]
+            for client in e2e:
+                if (("postfix", client) not in c) and (("ringmail", client) not in c):
+                    continue
+                print("| %d | %d | %s | %s | %s | %s |" % (sess, size, client[4:], span(rate(c, "postfix", client)),
+                                                       span(rate(c, "ringmail", client)), ratio(c, "ringmail", client)))
     paced = sorted({r["client"] for r in rows if r["client"].startswith("ringmail-bench@")})
     if paced:
         print()
