@@ -261,7 +261,8 @@ static void merge_reload(const struct rm_config *old, struct rm_config *next, ch
 	LIVE(limits.smtp_auth_failure_window_ms, "limits.smtp_auth_failure_window_ms");
 	LIVE(limits.smtp_auth_failure_delay_ms, "limits.smtp_auth_failure_delay_ms");
 	/* The smtp group's files are read again at every reload: say what they hold now. */
-	if (next->smtp.relay_domains != NULL)
+	if (next->smtp.passwd != NULL || next->smtp.recipient_map != NULL || next->smtp.sender_login_map != NULL ||
+	    (next->smtp.relay_domains != NULL && rm_map_count(next->smtp.relay_domains) > 0))
 		APPLIED(" smtp tables re-read (relay domains %u, password users %u, recipients %u, sender logins %u)",
 			rm_map_count(next->smtp.relay_domains),
 			next->smtp.passwd != NULL ? rm_passwd_count(next->smtp.passwd) : 0,
