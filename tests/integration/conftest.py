@@ -84,6 +84,9 @@ DEFAULT_LIMITS = {
     # 2 workers x 8192 stays under a 20000 open-files limit.
     "connections_per_worker": 8192,
     "write_blocks_per_worker": 8192,
+    # Preallocated segments are 64 MiB per worker: over 400 test daemons that is
+    # tens of GiB of disk.  The crash tests turn it on (the production default).
+    "spool_preallocate": 0,
 }
 
 

@@ -163,7 +163,8 @@ def test_kill_9_mid_smtp_never_loses_an_acknowledged_message(ringmaild, tmp_path
     expect_recovered = 0
     for rnd in range(ROUNDS):
         d = smtp_daemon(ringmaild, tmp_path, name="crash", workers=WORKERS,
-                        limits={"spool_segment_bytes_max": 4 << 20, "smtp_connections_per_client": 0})
+                        limits={"spool_segment_bytes_max": 4 << 20, "smtp_connections_per_client": 0,
+                                "spool_preallocate": 1})
         if rnd > 0:
             assert recovered_total(d, WORKERS) == expect_recovered, d.log()[-3000:]
         port = d.port("plain")

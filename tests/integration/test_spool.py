@@ -259,7 +259,8 @@ def test_kill_9_never_loses_an_acknowledged_message(ringmaild):
     workers = 2
     rounds = 5
     for rnd in range(rounds):
-        d = spool_daemon(ringmaild, workers=workers, limits={"spool_segment_bytes_max": 4 << 20})
+        d = spool_daemon(ringmaild, workers=workers, limits={"spool_segment_bytes_max": 4 << 20,
+                                                             "spool_preallocate": 1})
         port = d.port("spool")
         acked, errors = [], []
         stop = threading.Event()
