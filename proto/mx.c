@@ -131,6 +131,36 @@ static int header_status(const struct rm_dns_msg *m, enum rm_mx_status *st, cons
 	return -1;
 }
 
+/*
+ * What both readers do first: parse, let the header decide when it can
+ * (NXDOMAIN with its negative TTL, SERVFAIL, TC), follow the CNAMEs from
+ * name.  False when the outcome is already in *st (TEMPFAIL with *why on a
+ * broken answer); true with m ready at the answer section.
+ */
+static bool answer_open(const uint8_t *answer, size_t len, const char *name, struct rm_dns_msg *m,
+			struct owners *o, enum rm_mx_status *st, const char **why, uint32_t *ttl_s)
+{
+	int rc = rm_dns_msg_parse(answer, len, m);
+
+	*st = RM_MX_TEMPFAIL;
+	if (rc < 0) {
+		*why = rm_dns_msg_error(rc);
+		return false;
+	}
+	if (header_status(m, st, why) == 0) {
+		if (*st == RM_MX_NXDOMAIN)
+			*ttl_s = negative_ttl(answer, len);
+		return false;
+	}
+	rc = follow_cnames(answer, len, name, o);
+	if (rc < 0) {
+		*st = RM_MX_TEMPFAIL;
+		*why = rm_dns_msg_error(rc);
+		return false;
+	}
+	return true;
+}
+
 int rm_mx_from_answer(const uint8_t *answer, size_t len, const char *domain, uint64_t random,
 		      struct rm_mx_result *out)
 {
@@ -142,22 +172,8 @@ int rm_mx_from_answer(const uint8_t *answer, size_t len, const char *domain, uin
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	out->status = RM_MX_TEMPFAIL;
-	rc = rm_dns_msg_parse(answer, len, &m);
-	if (rc < 0) {
-		out->why = rm_dns_msg_error(rc);
+	if (!answer_open(answer, len, domain, &m, &o, &out->status, &out->why, &out->ttl_s))
 		return 0;
-	}
-	if (header_status(&m, &out->status, &out->why) == 0) {
-		if (out->status == RM_MX_NXDOMAIN)
-			out->ttl_s = negative_ttl(answer, len);
-		return 0;
-	}
-	rc = follow_cnames(answer, len, domain, &o);
-	if (rc < 0) {
-		out->why = rm_dns_msg_error(rc);
-		return 0;
-	}
 	while ((rc = rm_dns_msg_next(&m, &rr)) == 1) {
 		struct rm_mx_host h;
 		bool dup = false;
@@ -231,22 +247,8 @@ int rm_mx_addresses(const uint8_t *answer, size_t len, const char *host, struct 
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	out->status = RM_MX_TEMPFAIL;
-	rc = rm_dns_msg_parse(answer, len, &m);
-	if (rc < 0) {
-		out->why = rm_dns_msg_error(rc);
+	if (!answer_open(answer, len, host, &m, &o, &out->status, &out->why, &out->ttl_s))
 		return 0;
-	}
-	if (header_status(&m, &out->status, &out->why) == 0) {
-		if (out->status == RM_MX_NXDOMAIN)
-			out->ttl_s = negative_ttl(answer, len);
-		return 0;
-	}
-	rc = follow_cnames(answer, len, host, &o);
-	if (rc < 0) {
-		out->why = rm_dns_msg_error(rc);
-		return 0;
-	}
 	while ((rc = rm_dns_msg_next(&m, &rr)) == 1) {
 		size_t n;
 

@@ -1133,8 +1133,8 @@ static size_t received_header(struct smtp_session *s, char *out, size_t size)
 	if (!s->ehlo)
 		snprintf(with, sizeof(with), "%s", "SMTP");
 	else
-		snprintf(with, sizeof(with), "%s%s%s%s", s->smtputf8 ? "UTF8SMTP" : "ESMTP", t ? "S" : "",
-			 s->user[0] != '\0' ? "A" : "", "");
+		snprintf(with, sizeof(with), "%s%s%s", s->smtputf8 ? "UTF8SMTP" : "ESMTP", t ? "S" : "",
+			 s->user[0] != '\0' ? "A" : "");
 	if (t)
 		snprintf(tls, sizeof(tls), "\r\n\t(using %s with cipher %s)", rm_tls_version(s->c), rm_tls_cipher(s->c));
 	if (s->user[0] != '\0' && cfg->smtp.received_auth_user)
