@@ -402,6 +402,7 @@ static const struct limit_rule {
 	{ "delivery_retry_max_ms", offsetof(struct rm_limits, delivery_retry_max_ms), 100, 604800000, false },
 	{ "delivery_queue_lifetime_ms", offsetof(struct rm_limits, delivery_queue_lifetime_ms), 1000, 4000000000u, false },
 	{ "delivery_dead_destination_ms", offsetof(struct rm_limits, delivery_dead_destination_ms), 0, 86400000, false },
+	{ "delivery_delay_warning_ms", offsetof(struct rm_limits, delivery_delay_warning_ms), 0, 4000000000u, false },
 	{ "smtp_client_timeout_ms", offsetof(struct rm_limits, smtp_client_timeout_ms), 100, 3600000, false },
 	{ "smtp_client_data_timeout_ms", offsetof(struct rm_limits, smtp_client_data_timeout_ms), 100, 3600000, false },
 	{ "dns_timeout_ms", offsetof(struct rm_limits, dns_timeout_ms), 100, 60000, false },
@@ -422,7 +423,7 @@ static const struct limit_rule {
 	"auth_threads, auth_queue_max, delivery_concurrency_per_destination, delivery_connections_max, " \
 	"delivery_messages_per_connection, delivery_connection_idle_ms, delivery_in_flight_max, " \
 	"delivery_destinations_max, delivery_retry_initial_ms, delivery_retry_max_ms, " \
-	"delivery_queue_lifetime_ms, delivery_dead_destination_ms, smtp_client_timeout_ms, " \
+	"delivery_queue_lifetime_ms, delivery_dead_destination_ms, delivery_delay_warning_ms, smtp_client_timeout_ms, " \
 	"smtp_client_data_timeout_ms, dns_timeout_ms, dns_tries, dns_queries_max, dns_ttl_max_ms"
 
 static int parse_limits(struct load_ctx *ctx, const config_setting_t *group)
@@ -1632,6 +1633,7 @@ void rm_config_defaults(struct rm_config *cfg)
 		.delivery_retry_max_ms = 3600000,
 		.delivery_queue_lifetime_ms = 432000000,
 		.delivery_dead_destination_ms = 60000,
+		.delivery_delay_warning_ms = 0,
 		.smtp_client_timeout_ms = 300000,
 		.smtp_client_data_timeout_ms = 600000,
 		.dns_timeout_ms = 5000,

@@ -129,6 +129,7 @@ struct rm_limits {
 	uint32_t delivery_retry_initial_ms;	/* first retry after a temporary failure */
 	uint32_t delivery_retry_max_ms;		/* the backoff doubles up to this */
 	uint32_t delivery_queue_lifetime_ms;	/* then a temporary failure bounces */
+	uint32_t delivery_delay_warning_ms;	/* a deferred message this old warns its sender once; 0 = never */
 	uint32_t delivery_dead_destination_ms;	/* a next hop none of whose hosts answered is not tried for this long */
 	uint32_t smtp_client_timeout_ms;	/* for each reply */
 	uint32_t smtp_client_data_timeout_ms;	/* for the reply to the end of data */

@@ -30,6 +30,7 @@
 #include "core/dns.h"
 #include "core/log.h"
 #include "core/maps.h"
+#include "core/route.h"
 #include "core/spool.h"
 #include "core/spool_recover.h"
 #include "proto/dsn.h"
@@ -71,7 +72,7 @@ struct link;
 
 struct dest {
 	struct dest *hash_next;
-	char key[320];
+	char key[RM_ROUTE_KEY_BYTES];
 	enum dest_kind kind;
 	char name[RM_DNS_NAME_TEXT_MAX + 1];
 	uint16_t port;
@@ -94,6 +95,7 @@ struct dest {
 	unsigned per_host_count[RM_MX_HOSTS_MAX][2];
 	uint64_t dead_until_ms;
 	char dead_why[REASON_BYTES_MAX];
+	char dead_status[12];
 	/* connections and jobs */
 	unsigned links;			/* open (connecting, busy or idle) */
 	struct link *idle;
@@ -107,6 +109,7 @@ struct job {
 	struct attempt *att;
 	struct dest *d;
 	unsigned cand_next;		/* the candidate its next connection goes to */
+	bool plaintext;			/* TLS failed there under "may": this connection goes without */
 	struct rm_smtp_out_job oj;
 };
 
@@ -167,66 +170,10 @@ static char *xstrdup_or_null(const char *s)
 }
 
 static void kick_dest(struct worker_delivery *wd, struct dest *d);
-static void job_finish_temp(struct worker_delivery *wd, struct job *j, const char *why);
+static void job_finish_temp(struct worker_delivery *wd, struct job *j, const char *why, const char *status);
 static void attempt_job_done(struct worker_delivery *wd, struct job *j);
 
 /* ------------------------------------------------------------ routing */
-
-/*
- * A next hop as written in relay_domains or smarthost: "[host]:port" or
- * "[host]" (no MX lookup), "host:port" or "host" (MX of host).  An IP
- * address is never looked up.
- */
-static void parse_nexthop(const char *text, enum dest_kind *kind, char *name, size_t size, uint16_t *port)
-{
-	const char *host = text, *end, *colon;
-	size_t n;
-
-	/* *port comes in as the default (delivery.port). */
-	*kind = DK_MX;
-	if (text[0] == '[') {
-		host = text + 1;
-		end = strchr(host, ']');
-		n = end != NULL ? (size_t)(end - host) : strlen(host);
-		colon = end != NULL && end[1] == ':' ? end + 1 : NULL;
-		*kind = DK_HOST;
-	} else {
-		colon = strrchr(text, ':');
-		n = colon != NULL ? (size_t)(colon - text) : strlen(text);
-	}
-	if (n >= size)
-		n = size - 1;
-	memcpy(name, host, n);
-	name[n] = '\0';
-	for (size_t i = 0; i < n; i++)
-		if (name[i] >= 'A' && name[i] <= 'Z')
-			name[i] = (char)(name[i] + 32);
-	if (colon != NULL)
-		*port = (uint16_t)strtoul(colon + 1, NULL, 10);
-	{
-		uint8_t tmp[16];
-
-		if (inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1)
-			*kind = DK_HOST;
-	}
-}
-
-/* The TLS policy for a destination: the map by domain or next hop, else the default. */
-static enum rm_tls_policy tls_policy(const struct rm_config *cfg, const char *domain, const char *nexthop)
-{
-	const char *v = NULL;
-
-	if (cfg->delivery.tls_policy_map != NULL) {
-		if (nexthop != NULL)
-			v = rm_map_get(cfg->delivery.tls_policy_map, nexthop, strlen(nexthop));
-		if (v == NULL && domain != NULL)
-			v = rm_map_get(cfg->delivery.tls_policy_map, domain, strlen(domain));
-	}
-	if (v == NULL)
-		return cfg->delivery.tls;
-	return strcmp(v, "none") == 0 ? RM_TLS_POLICY_NONE : strcmp(v, "encrypt") == 0 ? RM_TLS_POLICY_ENCRYPT
-	     : strcmp(v, "verify") == 0 ? RM_TLS_POLICY_VERIFY : RM_TLS_POLICY_MAY;
-}
 
 static unsigned hash_key(const char *k)
 {
@@ -257,60 +204,42 @@ static void dests_trim(struct worker_delivery *wd, uint64_t now)
 	}
 }
 
-/* The destination of one recipient address; NULL when no memory is left. */
+static void route_policy(const struct rm_config *cfg, struct rm_route_policy *p)
+{
+	*p = (struct rm_route_policy){
+		.relay_domains = cfg->smtp.relay_domains,
+		.smarthost = cfg->delivery.smarthost,
+		.tls_policy_map = cfg->delivery.tls_policy_map,
+		.tls_default = cfg->delivery.tls,
+		.port = cfg->delivery.port,
+		.local_hostname = cfg->smtp.hostname,
+	};
+}
+
+/* The destination of one recipient address (core/route.h decides); NULL when no memory is left. */
 static struct dest *route(struct worker_delivery *wd, const char *addr)
 {
-	const struct rm_config *cfg = cfg_of(wd);
-	char domain[RM_SMTP_DOMAIN_BYTES_MAX + 2] = "", key[320], name[RM_DNS_NAME_TEXT_MAX + 1];
-	const char *at = strrchr(addr, '@'), *nexthop = NULL;
-	enum dest_kind kind = DK_MX;
-	uint16_t port = cfg->delivery.port;
-	bool smarthost = false;
+	struct rm_route_policy p;
+	struct rm_route r;
 	struct dest *d;
 	unsigned b;
 
-	if (at != NULL) {
-		ssize_t n = rm_smtp_domain_normalise((const uint8_t *)at + 1, strlen(at + 1), (uint8_t *)domain,
-						     sizeof(domain) - 1);
-
-		domain[n > 0 ? n : 0] = '\0';
-	}
-	if (domain[0] != '\0' && cfg->smtp.relay_domains != NULL)
-		nexthop = rm_map_get(cfg->smtp.relay_domains, domain, strlen(domain));
-	if (nexthop == NULL && cfg->delivery.smarthost[0] != '\0') {
-		nexthop = cfg->delivery.smarthost;
-		smarthost = true;
-	}
-	if (nexthop != NULL) {
-		parse_nexthop(nexthop, &kind, name, sizeof(name), &port);
-	} else if (domain[0] == '[') {
-		/* An address literal: that address (IPv6 ones carry "ipv6:"). */
-		const char *lit = domain + 1;
-		size_t n;
-
-		if (strncmp(lit, "ipv6:", 5) == 0)
-			lit += 5;
-		n = strcspn(lit, "]");
-		snprintf(name, sizeof(name), "%.*s", (int)n, lit);
-		kind = DK_HOST;
-	} else {
-		snprintf(name, sizeof(name), "%.254s", domain[0] != '\0' ? domain : cfg->smtp.hostname);
-	}
-	snprintf(key, sizeof(key), "%s:%s:%u%s", kind == DK_MX ? "mx" : "host", name, port, smarthost ? ":auth" : "");
-	b = hash_key(key);
+	route_policy(cfg_of(wd), &p);
+	rm_route_recipient(&p, addr, &r);
+	b = hash_key(r.key);
 	for (d = wd->hash[b]; d != NULL; d = d->hash_next)
-		if (strcmp(d->key, key) == 0)
+		if (strcmp(d->key, r.key) == 0)
 			return d;
 	dests_trim(wd, rm_worker_now_ms(wd->w));
 	d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return NULL;
-	snprintf(d->key, sizeof(d->key), "%s", key);
-	snprintf(d->name, sizeof(d->name), "%s", name);
-	d->kind = kind;
-	d->port = port;
-	d->smarthost = smarthost;
-	d->tls = tls_policy(cfg, domain, nexthop);
+	snprintf(d->key, sizeof(d->key), "%s", r.key);
+	snprintf(d->name, sizeof(d->name), "%s", r.name);
+	d->kind = r.kind == RM_ROUTE_MX ? DK_MX : DK_HOST;
+	d->port = r.port;
+	d->smarthost = r.smarthost;
+	d->tls = r.tls;
 	d->hash_next = wd->hash[b];
 	wd->hash[b] = d;
 	wd->dests++;
@@ -573,7 +502,7 @@ static void run_job(struct link *k, struct job *j)
 	atomic_fetch_add_explicit(&st(wd)->attempts, 1, memory_order_relaxed);
 	if (rm_smtp_out_start(k->o, &j->oj) != 0) {
 		k->job = NULL;
-		job_finish_temp(wd, j, "internal: connection not idle");
+		job_finish_temp(wd, j, "internal: connection not idle", "4.3.0");
 	}
 }
 
@@ -592,7 +521,7 @@ static bool open_link(struct worker_delivery *wd, struct dest *d, struct job *j)
 	p.addr_len = c->len;
 	p.host = c->host;
 	p.helo = cfg->delivery.helo_name[0] ? cfg->delivery.helo_name : cfg->smtp.hostname;
-	p.tls = d->tls;
+	p.tls = j->plaintext ? RM_TLS_POLICY_NONE : d->tls;
 	p.tls_ca = cfg->delivery.tls_ca;
 	if (d->smarthost && cfg->delivery.smarthost_user[0] != '\0') {
 		p.auth_user = cfg->delivery.smarthost_user;
@@ -657,9 +586,11 @@ static void enqueue(struct dest *d, struct job *j, bool front)
 	d->queued++;
 }
 
-static void fail_queue(struct worker_delivery *wd, struct dest *d, bool permanent, const char *why)
+/* Every queued job of d fails: permanent (DNS said no such domain) or with status (class 4). */
+static void fail_queue(struct worker_delivery *wd, struct dest *d, bool permanent, const char *why,
+		       const char *temp_status)
 {
-	const char *status = permanent ? (d->res_status != NULL ? d->res_status : "5.1.2") : "4.4.3";
+	const char *status = permanent ? (d->res_status != NULL ? d->res_status : "5.1.2") : temp_status;
 	struct job *j;
 
 	/* Each job's end may enqueue nothing here (a new attempt routes anew): bounded by queued. */
@@ -684,7 +615,7 @@ static void kick_dest(struct worker_delivery *wd, struct dest *d)
 	if (d->queued == 0)
 		return;
 	if (d->dead_until_ms > now) {
-		fail_queue(wd, d, false, d->dead_why);
+		fail_queue(wd, d, false, d->dead_why, d->dead_status);
 		return;
 	}
 	if (d->res == DR_RESOLVING)
@@ -696,7 +627,7 @@ static void kick_dest(struct worker_delivery *wd, struct dest *d)
 			return;
 	}
 	if (d->res == DR_FAILED) {
-		fail_queue(wd, d, d->res_permanent, d->res_why);
+		fail_queue(wd, d, d->res_permanent, d->res_why, "4.4.3");	/* directory server failure */
 		return;
 	}
 	/* Bounded by the queue: each round starts a job or stops. */
@@ -716,7 +647,7 @@ static void kick_dest(struct worker_delivery *wd, struct dest *d)
 			if (j->cand_next >= d->cand_count)
 				j->cand_next = 0;
 			if (!open_link(wd, d, j)) {
-				job_finish_temp(wd, j, "cannot open a connection");
+				job_finish_temp(wd, j, "cannot open a connection", "4.3.0");
 				continue;
 			}
 		}
@@ -783,24 +714,32 @@ static void link_closed(struct rm_smtp_out *o, struct rm_smtp_out_job *oj, const
 	struct dest *d = k->d;
 	struct job *j = oj != NULL ? oj->arg : (k->messages == 0 ? k->job : NULL);
 
-	(void)o;
 	idle_unlist(k);
 	d->links--;
 	wd->links--;
 	k->o = NULL;
 	if (j != NULL) {
-		if (before_ready && j->cand_next + 1 < d->cand_count) {
+		const char *status = rm_smtp_out_status(o);
+
+		if (before_ready && rm_smtp_out_tls_failed(o) && !j->plaintext) {
+			/* Opportunistic TLS that failed does not stop delivery: the same host in plaintext. */
+			rm_info(0, "delivery: %s; trying %s again without TLS", why, rm_smtp_out_peer(o));
+			j->plaintext = true;
+			enqueue(d, j, true);
+		} else if (before_ready && j->cand_next + 1 < d->cand_count) {
 			/* RFC 5321 5.1: the next address, then the next exchanger. */
 			rm_debug(0, "delivery: %s; trying the next host", why);
 			j->cand_next++;
+			j->plaintext = false;
 			enqueue(d, j, true);
 		} else {
 			if (before_ready && d->cand_count > 0 && cfg_of(wd)->limits.delivery_dead_destination_ms > 0) {
 				/* No host of this next hop answered: spare the rest for a while. */
 				d->dead_until_ms = rm_worker_now_ms(wd->w) + cfg_of(wd)->limits.delivery_dead_destination_ms;
 				snprintf(d->dead_why, sizeof(d->dead_why), "%s", why);
+				snprintf(d->dead_status, sizeof(d->dead_status), "%s", status);
 			}
-			job_finish_temp(wd, j, why);
+			job_finish_temp(wd, j, why, status);
 		}
 	}
 	free(k);
@@ -816,13 +755,14 @@ static const struct rm_smtp_out_ops link_ops = {
 
 /* ----------------------------------------------------- end of attempts */
 
-static void job_finish_temp(struct worker_delivery *wd, struct job *j, const char *why)
+/* The job's recipients deferred with why and an RFC 3463 code of class 4. */
+static void job_finish_temp(struct worker_delivery *wd, struct job *j, const char *why, const char *status)
 {
 	for (uint32_t i = 0; i < j->oj.count; i++) {
 		struct rm_smtp_out_result *r = &j->oj.res[i];
 
 		r->code = 0;
-		r->enhanced[0] = '\0';
+		snprintf(r->enhanced, sizeof(r->enhanced), "%s", status != NULL && status[0] == '4' ? status : "4.0.0");
 		snprintf(r->text, sizeof(r->text), "%s", why);
 	}
 	attempt_job_done(wd, j);
@@ -847,15 +787,18 @@ static void log_outcome(struct worker_delivery *wd, const struct attempt *a, uin
 struct bounce;
 static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a, uint32_t *idx, uint32_t n,
 				  bool defer, uint64_t next_attempt_ms, const char *defer_why);
+static struct bounce *delay_notice_make(struct worker_delivery *wd, struct attempt *a, const uint32_t *idx,
+					uint32_t n);
 static void bounce_spool(struct bounce *b);
 
-static uint64_t backoff_ms(const struct rm_config *cfg, uint32_t attempts)
+static void retry_policy(const struct rm_config *cfg, struct rm_retry_policy *p)
 {
-	uint64_t ms = cfg->limits.delivery_retry_initial_ms;
-
-	for (uint32_t i = 0; i < attempts && ms < cfg->limits.delivery_retry_max_ms; i++)
-		ms *= 2;
-	return ms < cfg->limits.delivery_retry_max_ms ? ms : cfg->limits.delivery_retry_max_ms;
+	*p = (struct rm_retry_policy){
+		.initial_ms = cfg->limits.delivery_retry_initial_ms,
+		.max_ms = cfg->limits.delivery_retry_max_ms,
+		.lifetime_ms = cfg->limits.delivery_queue_lifetime_ms,
+		.delay_warning_ms = cfg->limits.delivery_delay_warning_ms,
+	};
 }
 
 static void attempt_free(struct attempt *a, uint32_t total)
@@ -879,14 +822,21 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 	uint32_t total = e->rcpt_total, nsent = 0, nbounce = 0, ndefer = 0;
 	uint32_t *sent = calloc(total ? total : 1, sizeof(*sent));
 	uint32_t *bounced = calloc(total ? total : 1, sizeof(*bounced));
+	uint32_t *deferred = calloc(total ? total : 1, sizeof(*deferred));
 	uint64_t now = unix_ms();
-	bool expired = now - e->received_unix_ms >= cfg->limits.delivery_queue_lifetime_ms;
+	struct rm_retry_policy rp;
+	struct rm_retry_state rs = { .received_ms = e->received_unix_ms, .now_ms = now,
+				     .due_ms = e->next_attempt_unix_ms, .attempts = e->attempts };
+	struct rm_retry_verdict v;
 	const char *defer_why = NULL;
 	char expired_why[REASON_BYTES_MAX + 64];
 
-	if (sent == NULL || bounced == NULL) {
+	retry_policy(cfg, &rp);
+	rm_retry_decide(&rp, &rs, &v);
+	if (sent == NULL || bounced == NULL || deferred == NULL) {
 		free(sent);
 		free(bounced);
+		free(deferred);
 		rm_spool_mark_deferred(a->sp, e, now + cfg->limits.delivery_retry_initial_ms, "out of memory");
 		goto done;
 	}
@@ -903,7 +853,7 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 			log_outcome(wd, a, i, "bounced");
 			break;
 		default:
-			if (expired) {
+			if (v.expired) {
 				snprintf(expired_why, sizeof(expired_why), "message expired in the queue; last error: %s",
 					 a->reason[i] != NULL ? a->reason[i] : "none");
 				free(a->reason[i]);
@@ -912,7 +862,7 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 				bounced[nbounce++] = i;
 				log_outcome(wd, a, i, "bounced");
 			} else {
-				ndefer++;
+				deferred[ndefer++] = i;
 				defer_why = a->reason[i];
 				log_outcome(wd, a, i, "deferred");
 			}
@@ -922,6 +872,13 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 	atomic_fetch_add_explicit(&st(wd)->delivered, nsent, memory_order_relaxed);
 	atomic_fetch_add_explicit(&st(wd)->bounced, nbounce, memory_order_relaxed);
 	atomic_fetch_add_explicit(&st(wd)->deferred, ndefer, memory_order_relaxed);
+	if (ndefer > 0 && v.delay_warning) {
+		/* Composed now, from the attempt's reasons; queued on its own: no mark waits for it. */
+		struct bounce *n = delay_notice_make(wd, a, deferred, ndefer);
+
+		if (n != NULL)
+			bounce_spool(n);
+	}
 	/* Pending recipients (bounced, deferred) keep the entry alive through this mark. */
 	if (nsent > 0)
 		rm_spool_mark_delivered(a->sp, e, sent, nsent);
@@ -932,17 +889,17 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 		 * the deferred ones after them: until then the message stays in
 		 * delivery, so no new attempt takes the bounced recipients again.
 		 */
-		struct bounce *b = bounce_make(wd, a, bounced, nbounce, ndefer > 0,
-					       now + backoff_ms(cfg, e->attempts), defer_why);
+		struct bounce *b = bounce_make(wd, a, bounced, nbounce, ndefer > 0, v.next_attempt_ms, defer_why);
 
 		bounced = NULL;	/* the bounce owns it */
 		if (b != NULL)
 			bounce_spool(b);
 	} else if (ndefer > 0) {
-		rm_spool_mark_deferred(a->sp, e, now + backoff_ms(cfg, e->attempts), defer_why != NULL ? defer_why : "");
+		rm_spool_mark_deferred(a->sp, e, v.next_attempt_ms, defer_why != NULL ? defer_why : "");
 	}
 	free(sent);
 	free(bounced);
+	free(deferred);
 done:
 	/* The entry may be gone now: the attempt's own copies only. */
 	attempt_free(a, total);
@@ -1149,6 +1106,10 @@ struct bounce {
 	uint64_t next_attempt_ms;
 	char *defer_why;
 	bool send;			/* a report goes out (not to <>, NOTIFY allows) */
+	bool notice;			/* a delay notice: no marks wait for it, e is not kept */
+	uint64_t orig_qid;		/* the message reported on */
+	char *to;			/* its envelope sender, the report's recipient */
+	bool smtputf8;
 	uint8_t *buf;			/* the report */
 	size_t len, off;
 	struct rm_spool_msg *msg;
@@ -1156,7 +1117,9 @@ struct bounce {
 
 static void bounce_marks(struct bounce *b, bool report_queued)
 {
-	if (report_queued || !b->send) {
+	if (b->notice) {
+		/* Nothing to mark: the message was marked deferred when the notice was made. */
+	} else if (report_queued || !b->send) {
 		rm_spool_mark_bounced(b->sp, b->e, b->idx, b->n, b->reason);
 		if (b->defer)
 			rm_spool_mark_deferred(b->sp, b->e, b->next_attempt_ms, b->defer_why != NULL ? b->defer_why : "");
@@ -1168,6 +1131,7 @@ static void bounce_marks(struct bounce *b, bool report_queued)
 	free(b->idx);
 	free(b->reason);
 	free(b->defer_why);
+	free(b->to);
 	free(b->buf);
 	free(b);
 }
@@ -1192,7 +1156,7 @@ static bool grow(uint8_t **buf, size_t *len, size_t *cap, size_t need)
 
 /* The RFC 3464 report in memory: head, the original (or its headers), end. */
 static uint8_t *bounce_compose(struct worker_delivery *wd, const struct attempt *a, const uint32_t *idx, uint32_t n,
-			       size_t *out_len, bool *body_8bit)
+			       enum rm_dsn_action action, size_t *out_len, bool *body_8bit)
 {
 	const struct rm_config *cfg = cfg_of(wd);
 	const struct rm_queue_entry *e = a->e;
@@ -1222,8 +1186,14 @@ static uint8_t *bounce_compose(struct worker_delivery *wd, const struct attempt 
 			rc[k].orcpt_type = (struct rm_smtp_span){ (const uint8_t *)q->orcpt, (size_t)(semi - q->orcpt) };
 			rc[k].orcpt = (struct rm_smtp_span){ (const uint8_t *)semi + 1, strlen(semi + 1) };
 		}
-		rc[k].action = RM_DSN_FAILED;
-		rc[k].status = a->status[idx[k]][0] == '5' ? a->status[idx[k]] : "5.0.0";
+		rc[k].action = action;
+		if (action == RM_DSN_DELAYED) {
+			rc[k].status = a->status[idx[k]][0] == '4' ? a->status[idx[k]] : "4.0.0";
+			rc[k].retry_until_unix_s =
+				(int64_t)((e->received_unix_ms + cfg->limits.delivery_queue_lifetime_ms) / 1000u);
+		} else {
+			rc[k].status = a->status[idx[k]][0] == '5' ? a->status[idx[k]] : "5.0.0";
+		}
 		if (a->relay[idx[k]] != NULL) {
 			const char *br = strchr(a->relay[idx[k]], '[');
 			size_t hl = br != NULL ? (size_t)(br - a->relay[idx[k]]) : strlen(a->relay[idx[k]]);
@@ -1243,7 +1213,9 @@ static uint8_t *bounce_compose(struct worker_delivery *wd, const struct attempt 
 	r.sender = (struct rm_smtp_span){ (const uint8_t *)e->sender, strlen(e->sender) };
 	if (e->envid[0] != '\0')
 		r.envid = (struct rm_smtp_span){ (const uint8_t *)e->envid, strlen(e->envid) };
-	r.ret = e->ret == RM_SPOOL_RET_FULL ? RM_SMTP_RET_FULL : e->ret == RM_SPOOL_RET_HDRS ? RM_SMTP_RET_HDRS
+	/* RFC 3461 4.3: RET is about failures; a delay notice carries the headers, as Postfix's does. */
+	r.ret = action == RM_DSN_DELAYED ? RM_SMTP_RET_HDRS
+	      : e->ret == RM_SPOOL_RET_FULL ? RM_SMTP_RET_FULL : e->ret == RM_SPOOL_RET_HDRS ? RM_SMTP_RET_HDRS
 	      : RM_SMTP_RET_NONE;
 	r.smtputf8 = e->smtputf8;
 	r.arrival_unix_s = (int64_t)(e->received_unix_ms / 1000u);
@@ -1323,6 +1295,9 @@ static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a,
 	b->wd = wd;
 	b->sp = a->sp;
 	b->e = e;
+	b->orig_qid = e->qid;
+	b->smtputf8 = e->smtputf8;
+	b->to = xstrdup_or_null(e->sender);
 	b->idx = idx;
 	b->n = n;
 	b->reason = xstrdup_or_null(a->reason[idx[0]] != NULL ? a->reason[idx[0]] : "failed");
@@ -1333,8 +1308,17 @@ static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a,
 	for (uint32_t k = 0; k < n && !b->send; k++)
 		b->send = rm_dsn_should_send((const uint8_t *)e->sender, strlen(e->sender), e->rcpts[idx[k]].notify,
 					     RM_DSN_FAILED, false);
+	if (!b->send && e->sender[0] == '\0') {
+		/* RFC 5321 6.1: a bounce that fails is not bounced again; the log line is all that is left. */
+		char id[RM_QUEUE_ID_TEXT_BYTES];
+
+		rm_queue_id_format(e->qid, id);
+		rm_info(0, "%s: undeliverable message from the null sender dropped, no report", id);
+	}
+	if (b->send && b->to == NULL)
+		b->send = false;
 	if (b->send) {
-		b->buf = bounce_compose(wd, a, idx, n, &b->len, &body_8bit);
+		b->buf = bounce_compose(wd, a, idx, n, RM_DSN_FAILED, &b->len, &body_8bit);
 		if (b->buf == NULL) {
 			/* A report that cannot be made (bad stored data): bounce without one, logged. */
 			char id[RM_QUEUE_ID_TEXT_BYTES];
@@ -1345,6 +1329,44 @@ static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a,
 		}
 	}
 	(void)body_8bit;
+	return b;
+}
+
+/*
+ * A delay notice for the deferred recipients idx (RFC 3464, Action:
+ * delayed), when one of them allows it: NOTIFY=DELAY, or no NOTIFY at all
+ * (RFC 3461 4.1 leaves that to the MTA; Postfix sends one).  It refers to
+ * nothing of the entry once made; NULL when none goes.
+ */
+static struct bounce *delay_notice_make(struct worker_delivery *wd, struct attempt *a, const uint32_t *idx,
+					uint32_t n)
+{
+	const struct rm_queue_entry *e = a->e;
+	struct bounce *b;
+	bool send = false, body_8bit = false;
+
+	for (uint32_t k = 0; k < n && !send; k++)
+		send = rm_dsn_should_send((const uint8_t *)e->sender, strlen(e->sender), e->rcpts[idx[k]].notify,
+					  RM_DSN_DELAYED, true);
+	if (!send || (b = calloc(1, sizeof(*b))) == NULL)
+		return NULL;
+	b->wd = wd;
+	b->sp = a->sp;
+	b->notice = true;
+	b->send = true;
+	b->orig_qid = e->qid;
+	b->smtputf8 = e->smtputf8;
+	b->to = xstrdup_or_null(e->sender);
+	b->buf = b->to != NULL ? bounce_compose(wd, a, idx, n, RM_DSN_DELAYED, &b->len, &body_8bit) : NULL;
+	if (b->buf == NULL) {
+		char id[RM_QUEUE_ID_TEXT_BYTES];
+
+		rm_queue_id_format(e->qid, id);
+		rm_warn(0, "%s: no delay notice for <%s>: it could not be composed", id, e->sender);
+		free(b->to);
+		free(b);
+		return NULL;
+	}
 	return b;
 }
 
@@ -1362,12 +1384,13 @@ static void bounce_committed(void *arg, uint64_t qid, int err)
 
 	b->msg = NULL;
 	rm_queue_id_format(qid, id);
-	rm_queue_id_format(b->e->qid, orig);
+	rm_queue_id_format(b->orig_qid, orig);
 	if (err == 0) {
-		rm_info(0, "%s: sender non-delivery notification: %s", orig, id);
+		/* Postfix's words for the two kinds. */
+		rm_info(0, "%s: sender %s notification: %s", orig, b->notice ? "delay" : "non-delivery", id);
 		atomic_fetch_add_explicit(&st(b->wd)->dsn_sent, 1, memory_order_relaxed);
 	} else {
-		rm_warn(0, "%s: bounce report not queued: %s", orig, strerror(-err));
+		rm_warn(0, "%s: %s not queued: %s", orig, b->notice ? "delay notice" : "bounce report", strerror(-err));
 	}
 	bounce_marks(b, err == 0);
 }
@@ -1387,8 +1410,8 @@ static void bounce_step(struct bounce *b)
 		env.reverse_path = (struct rm_spool_str){ "", 0 };	/* RFC 5321 4.5.5: the null sender */
 		env.client_addr = (struct rm_spool_str){ "127.0.0.1", 9 };
 		env.helo = (struct rm_spool_str){ host, strlen(host) };
-		env.smtputf8 = b->e->smtputf8;
-		rcpt.addr = (struct rm_spool_str){ b->e->sender, strlen(b->e->sender) };
+		env.smtputf8 = b->smtputf8;
+		rcpt.addr = (struct rm_spool_str){ b->to, strlen(b->to) };
 		rc = rm_spool_begin(b->sp, &env, &rcpt, 1, b->len, &b->msg);
 		if (rc == -EAGAIN) {
 			rm_spool_wait_begin(b->sp, bounce_room, b);

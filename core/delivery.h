@@ -43,6 +43,10 @@
  *	limits.delivery_retry_initial_ms doubling per attempt up to
  *	limits.delivery_retry_max_ms, unless the message is older than
  *	limits.delivery_queue_lifetime_ms: then those bounce too ("expired").
+ *	The schedule, the routing order and the TLS policy lookup are
+ *	core/route.h's.  With limits.delivery_delay_warning_ms, the first
+ *	deferral past that age sends one RFC 3464 "delayed" notice.  Under
+ *	TLS "may", a failed handshake tries the same host again in plaintext.
  *	A bounce is an RFC 3464 report (proto/dsn.h) from the null sender to
  *	the envelope sender, spooled like any message; never for a message
  *	from the null sender, nor when NOTIFY says not to.  Every recipient's

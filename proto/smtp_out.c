@@ -63,6 +63,8 @@ struct rm_smtp_out {
 	char helo[256];
 	char peer[128];			/* "host[ip]" for texts */
 	char why[RM_SMTP_OUT_TEXT_MAX];	/* what ended the connection */
+	char status[12];		/* its RFC 3463 code, "" until known */
+	bool tls_failed;		/* the handshake failed under "may" */
 	enum rm_tls_policy tls;
 	char tls_ca[256];
 	char auth_user[256];
@@ -102,6 +104,29 @@ static void said(const struct rm_smtp_out *o, const struct rm_smtp_server_reply 
 }
 
 static void fail_conn(struct rm_smtp_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The RFC 3463 code of the end, set once, before fail_conn. */
+static void end_status(struct rm_smtp_out *o, const char *status)
+{
+	if (o->status[0] == '\0')
+		snprintf(o->status, sizeof(o->status), "%s", status);
+}
+
+/*
+ * A reply that ends the connection before a transaction (greeting, EHLO,
+ * STARTTLS, AUTH): the next host or a deferral, never a bounce, so its
+ * code is of class 4 whatever the server's class was.
+ */
+static void end_status_reply(struct rm_smtp_out *o, const struct rm_smtp_server_reply *r, const char *fallback)
+{
+	char st[12];
+
+	if (r->enhanced[0] != '\0') {
+		snprintf(st, sizeof(st), "4%s", r->enhanced + 1);
+		end_status(o, st);
+	}
+	end_status(o, fallback);
+}
 
 /* The connection ends with a reason; on_close reports it. */
 static void fail_conn(struct rm_smtp_out *o, const char *fmt, ...)
@@ -155,6 +180,9 @@ static void tls_done(struct rm_conn *c, int err, void *arg)
 	struct rm_smtp_out *o = arg;
 
 	if (err != 0) {
+		/* RFC 3463 X.7.5: cryptographic failure.  Under "may", delivery tries again without TLS. */
+		o->tls_failed = o->tls == RM_TLS_POLICY_MAY;
+		end_status(o, "4.7.5");
 		fail_conn(o, "TLS with %s failed: %s", o->peer,
 			  err == -EKEYREJECTED ? "certificate not verified" : strerror(-err));
 		return;
@@ -177,12 +205,14 @@ static void after_hello(struct rm_smtp_out *o)
 			return;
 		}
 		if (o->tls != RM_TLS_POLICY_MAY) {
+			end_status(o, "4.7.4");	/* security features not supported */
 			fail_conn(o, "TLS is required for %s, which does not offer STARTTLS", o->peer);
 			return;
 		}
 	}
 	if (o->auth_user[0] != '\0') {
 		if (!o->tls_done || !(o->ehlo.auth_mechs & RM_SMTP_AUTH_MECH_PLAIN)) {
+			end_status(o, "4.7.4");
 			fail_conn(o, "%s: AUTH PLAIN %s", o->peer, o->tls_done ? "not offered" : "needs TLS");
 			return;
 		}
@@ -330,6 +360,7 @@ static void on_reply(struct rm_smtp_out *o, const struct rm_smtp_server_reply *r
 	switch (o->state) {
 	case OS_GREETING:
 		if (cls != 2) {
+			end_status_reply(o, r, "4.4.0");
 			said(o, r, text, sizeof(text));
 			fail_conn(o, "%s", text);
 			return;
@@ -350,11 +381,13 @@ static void on_reply(struct rm_smtp_out *o, const struct rm_smtp_server_reply *r
 			expect(o, OS_HELO, o->timeout_ms);
 			return;
 		}
+		end_status_reply(o, r, "4.4.0");
 		said(o, r, text, sizeof(text));
 		fail_conn(o, "%s", text);
 		return;
 	case OS_HELO:
 		if (cls != 2) {
+			end_status_reply(o, r, "4.4.0");
 			said(o, r, text, sizeof(text));
 			fail_conn(o, "%s", text);
 			return;
@@ -374,19 +407,23 @@ static void on_reply(struct rm_smtp_out *o, const struct rm_smtp_server_reply *r
 				after_hello(o);
 				return;
 			}
+			end_status_reply(o, r, "4.7.4");
 			said(o, r, text, sizeof(text));
 			fail_conn(o, "STARTTLS refused: %s", text);
 			return;
 		}
 		o->state = OS_TLS;
 		rc = rm_tls_connect(o->c, &tc);
-		if (rc != 0)
+		if (rc != 0) {
+			end_status(o, "4.7.5");
 			fail_conn(o, "TLS with %s cannot start: %s", o->peer, strerror(-rc));
+		}
 		return;
 	}
 	case OS_AUTH:
 		explicit_bzero(o->auth_pass, sizeof(o->auth_pass));
 		if (r->code != 235) {
+			end_status_reply(o, r, "4.7.0");
 			said(o, r, text, sizeof(text));
 			fail_conn(o, "AUTH failed: %s", text);
 			return;
@@ -572,6 +609,16 @@ const char *rm_smtp_out_peer(const struct rm_smtp_out *o)
 	return o->peer;
 }
 
+const char *rm_smtp_out_status(const struct rm_smtp_out *o)
+{
+	return o->status;
+}
+
+bool rm_smtp_out_tls_failed(const struct rm_smtp_out *o)
+{
+	return o->tls_failed;
+}
+
 /* ---------------------------------------------------------------- engine */
 
 static void out_connect(struct rm_conn *c, int err)
@@ -579,6 +626,7 @@ static void out_connect(struct rm_conn *c, int err)
 	struct rm_smtp_out *o = c->session;
 
 	if (err != 0) {
+		end_status(o, "4.4.1");	/* RFC 3463: no answer from host */
 		snprintf(o->why, sizeof(o->why), "connect to %s: %s", o->peer, strerror(-err));
 		return;	/* on_close follows */
 	}
@@ -630,11 +678,28 @@ static void out_timeout(struct rm_conn *c)
 		  : "waiting for a reply");
 }
 
+/*
+ * The connection went while the TLS handshake was under way: a server that
+ * offered STARTTLS and cannot finish the handshake (no shared cipher or
+ * version: it alerts and closes) is a TLS failure, not a lost connection.
+ */
+static void tls_handshake_lost(struct rm_smtp_out *o, int err)
+{
+	o->tls_failed = o->tls == RM_TLS_POLICY_MAY;
+	end_status(o, "4.7.5");
+	if (o->why[0] == '\0')
+		snprintf(o->why, sizeof(o->why), "TLS with %s failed: %s during the handshake", o->peer,
+			 err != 0 ? strerror(-err) : "connection closed");
+}
+
 static void out_eof(struct rm_conn *c)
 {
 	struct rm_smtp_out *o = c->session;
 
-	if (o->state != OS_QUIT)
+	if (o->state == OS_TLS) {
+		tls_handshake_lost(o, 0);
+		fail_conn(o, "%s", o->why);
+	} else if (o->state != OS_QUIT)
 		fail_conn(o, "%s closed the connection", o->peer);
 	else
 		rm_conn_close(c);
@@ -649,9 +714,13 @@ static void out_close(struct rm_conn *c, int err)
 	if (o == NULL)
 		return;
 	o->c = NULL;
+	if (o->state == OS_TLS && o->why[0] == '\0')
+		tls_handshake_lost(o, err);
 	if (o->why[0] == '\0')
 		snprintf(o->why, sizeof(o->why), "%s: connection %s", o->peer,
 			 o->state == OS_QUIT || o->state == OS_CLOSED ? "closed" : err ? strerror(-err) : "lost");
+	/* Anything else: a timeout, a lost or a closed connection, a protocol error. */
+	end_status(o, o->ready_seen || o->state != OS_CONNECTING ? "4.4.2" : "4.4.1");
 	job = o->job;
 	o->job = NULL;
 	o->ops->closed(o, job, o->why, !o->ready_seen, o->arg);

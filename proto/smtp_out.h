@@ -10,6 +10,8 @@
  *	int rm_smtp_out_start(struct rm_smtp_out *o, struct rm_smtp_out_job *job);
  *	void rm_smtp_out_quit(struct rm_smtp_out *o);
  *	const char *rm_smtp_out_tls(const struct rm_smtp_out *o);
+ *	const char *rm_smtp_out_status(const struct rm_smtp_out *o);
+ *	bool rm_smtp_out_tls_failed(const struct rm_smtp_out *o);
  * DESCRIPTION
  *	Drives proto/smtp_client (reply parser, command writers, dot-stuffing)
  *	on an outbound engine connection, for core/delivery.c.  The connection
@@ -43,7 +45,14 @@
  *	"try the next host" or defer), why says what happened (a server reply
  *	as "host[ip] said: 421 ..." or ours), and before_ready says the
  *	connection never got as far as ready (connect, greeting, EHLO, TLS,
- *	AUTH): the next MX host should be tried.  o is freed after closed.
+ *	AUTH): the next MX host should be tried.  o is freed after closed;
+ *	during it, rm_smtp_out_status gives the end's RFC 3463 code, always of
+ *	class 4 (4.4.1 no answer: connect failed; 4.4.2 bad connection: lost,
+ *	closed, timed out; 4.7.4 TLS or AUTH required and not offered; 4.7.5
+ *	the TLS handshake failed; 4.7.0 AUTH refused; a refused greeting or
+ *	EHLO: the server's code in class 4, else 4.4.0), and
+ *	rm_smtp_out_tls_failed says the TLS handshake failed under "may", so
+ *	the same host may be tried again in plaintext (Postfix does the same).
  *
  *	Timeouts (RFC 5321 4.5.3.2): p->timeout_ms for each reply but the end
  *	of data's, p->data_timeout_ms for that one.  A connection lives on
@@ -107,5 +116,7 @@ int rm_smtp_out_start(struct rm_smtp_out *o, struct rm_smtp_out_job *job);
 void rm_smtp_out_quit(struct rm_smtp_out *o);
 const char *rm_smtp_out_tls(const struct rm_smtp_out *o);
 const char *rm_smtp_out_peer(const struct rm_smtp_out *o);
+const char *rm_smtp_out_status(const struct rm_smtp_out *o);
+bool rm_smtp_out_tls_failed(const struct rm_smtp_out *o);
 
 #endif

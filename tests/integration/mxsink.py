@@ -14,6 +14,9 @@ turns while it runs:
                 open, to count concurrent ones);
   drop_data     close that many connections at the end of data, unanswered;
   tls_cert/key  STARTTLS offered with that certificate;
+  tls_ciphers   OpenSSL cipher list, TLS 1.2 at most: "ECDHE-ECDSA-AES128-SHA"
+                (CBC, which ringmail never offers) makes every handshake fail
+                after STARTTLS was accepted;
   auth          {user: password}: AUTH PLAIN/LOGIN over TLS, then required.
 What it counts: connections (ones that said EHLO or HELO; the Controller's own
 start-up probe does not), the most sessions at once, transactions per
@@ -138,7 +141,7 @@ class _Controller(Controller):
 
 class Sink:
     def __init__(self, host, port, name="sink", tls_cert=None, tls_key=None, auth=None, greeting=None,
-                 rcpt_reply=None, data_reply=None, hold_s=0):
+                 rcpt_reply=None, data_reply=None, hold_s=0, tls_ciphers=None):
         self.host, self.port, self.name = host, port, name
         self.greeting = greeting
         self.rcpt_reply = {k.lower(): v for k, v in (rcpt_reply or {}).items()}
@@ -162,6 +165,9 @@ class Sink:
         if tls_cert is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(tls_cert), str(tls_key))
+            if tls_ciphers is not None:
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+                ctx.set_ciphers(tls_ciphers)
             kw["tls_context"] = ctx
         if auth is not None:
             kw.update(authenticator=self._authenticate, auth_require_tls=True, auth_required=True)

@@ -46,6 +46,7 @@ HOSTS = {
     "mx.wrong.test": "127.0.0.11",     # STARTTLS, the same certificate: the wrong name
     "smart.test": "127.0.0.12",        # a smarthost with AUTH over TLS
     "mx.e2e.test": "127.0.0.13",
+    "mx.broken.test": "127.0.0.14",    # STARTTLS offered, then every handshake fails
 }
 MX = [
     ("fb.test", "mx1.fb.test", 10), ("fb.test", "mx2.fb.test", 20),
@@ -56,10 +57,13 @@ MX = [
     ("enc-plain.test", "mx.plain.test", 10), ("enc-tls.test", "mx.tls.test", 10),
     ("ver-tls.test", "mx.tls.test", 10), ("ver-wrong.test", "mx.wrong.test", 10),
     ("e2e.test", "mx.e2e.test", 10),
+    ("may-broken.test", "mx.broken.test", 10), ("enc-broken.test", "mx.broken.test", 10),
+    ("dead.test", "mx1.fb.test", 10),
 ]
 TLS_POLICY = {
     "may-plain.test": "may", "may-tls.test": "may", "enc-plain.test": "encrypt", "enc-tls.test": "encrypt",
     "ver-tls.test": "verify", "ver-wrong.test": "verify",
+    "may-broken.test": "may", "enc-broken.test": "encrypt",
 }
 
 SENDER = "alice@snd.test"
@@ -376,6 +380,56 @@ def test_expiry_bounces_with_rfc3464_report(sinks, ringmaild, tmp_path, dns):
     assert s.messages == [] and s.data_count >= 2
 
 
+def test_delay_warning_once_then_delivery(sinks, ringmaild, tmp_path, dns):
+    """limits.delivery_delay_warning_ms: a message still deferred at that age
+    sends its sender one RFC 3464 "delayed" notice (headers only, with
+    Will-Retry-Until), however many deferrals follow; a recipient whose
+    NOTIFY leaves DELAY out gets none; the message is then delivered and no
+    failure report follows."""
+    s = sinks("mx.dst.test", data_reply="451 4.3.0 not yet")
+    snd = sinks("mx.snd.test")
+    d = relay_daemon(ringmaild, tmp_path, dns, sinks.port,
+                     limits={"delivery_delay_warning_ms": 1000, "delivery_retry_initial_ms": 300,
+                             "delivery_retry_max_ms": 300, "delivery_queue_lifetime_ms": 120000})
+    qid = submit(d, ["slow@dst.test"], "delay warning", content=content_of("delay warning", b"body\r\n"))
+    with SmtpConn(d.port("mx")) as c:
+        c.ehlo()
+        c.cmd(b"MAIL FROM:<%s>" % SENDER.encode(), 250)
+        c.cmd(b"RCPT TO:<quiet@dst.test> NOTIFY=FAILURE", 250)
+        c.cmd(b"DATA", 354)
+        c.send(content_of("no delay notice") + b".\r\n")
+        q_quiet = queue_id(c.reply())
+    # Past the mark, and several deferrals after it.
+    wait_outcome(d, qid, "slow@dst.test", "deferred", count=8, timeout=30)
+    wait_outcome(d, q_quiet, "quiet@dst.test", "deferred", count=8, timeout=30)
+    notices = snd.wait_messages(1)
+    time.sleep(0.5)
+    assert len(snd.messages) == 1, [m.content[:300] for m in snd.messages]
+    n = notices[0]
+    assert n.sender == "" and n.rcpts == [SENDER]
+    msg, per_msg, per_rcpt = parse_report(n.content)
+    assert msg["Subject"] == "Delayed Mail (still being retried)", msg["Subject"]
+    assert [r["Final-Recipient"] for r in per_rcpt] == ["rfc822; slow@dst.test"], per_rcpt
+    r = per_rcpt[0]
+    assert r["Action"] == "delayed" and r["Status"] == "4.3.0", r
+    assert "Will-Retry-Until" in r, r
+    assert "451 4.3.0 not yet" in r["Diagnostic-Code"], r
+    types = [p.get_content_type() for p in msg.get_payload()]
+    assert "text/rfc822-headers" in types and "message/rfc822" not in types, types
+    assert b"Message-ID: <delay-warning@snd.test>" in n.content and b"\r\nbody\r\n" not in n.content
+    assert len(re.findall(r"%s: sender delay notification: [0-9A-Z]{13}" % qid, d.log())) == 1
+    assert "%s: sender delay notification" % q_quiet not in d.log()
+    # Then the sink takes it: delivered, no failure report, still one notice.
+    with s.lock:
+        s.data_reply = None
+    wait_outcome(d, qid, "slow@dst.test", "sent")
+    wait_outcome(d, q_quiet, "quiet@dst.test", "sent")
+    wait_gone(d, qid)
+    wait_gone(d, q_quiet)
+    assert len(snd.messages) == 1
+    assert "sender non-delivery notification" not in d.log()
+
+
 def test_5xx_fails_one_recipient_only(sinks, ringmaild, tmp_path, dns):
     """One refused recipient bounces; the others go in the same transaction;
     one report lists only the refused one."""
@@ -496,6 +550,58 @@ def test_starttls_verify(sinks, ringmaild, tmp_path, dns):
     q = queue(d)
     assert set(q) == {qids["ver-wrong.test"]}, q
     assert "certificate not verified" in q[qids["ver-wrong.test"]]["last_error"]
+
+
+def test_starttls_handshake_failure_falls_back_to_plaintext_under_may(sinks, ringmaild, tmp_path, dns):
+    """A server that offers STARTTLS and then fails every handshake: under
+    may the same host is tried again in plaintext (as Postfix does) and the
+    message goes; under encrypt it defers with 4.7.5 and nothing is sent."""
+    ca, crt, key = make_ca_and_leaf(tmp_path, "mx.broken.test")
+    broken = sinks("mx.broken.test", tls_cert=crt, tls_key=key, tls_ciphers="ECDHE-ECDSA-AES128-SHA")
+    pmap = tmp_path / "tls_policy"
+    pmap.write_text("may-broken.test may\nenc-broken.test encrypt\n")
+    d = relay_daemon(ringmaild, tmp_path, dns, sinks.port,
+                     delivery={"tls": "none", "tls_policy_map": str(pmap)},
+                     limits={"delivery_retry_initial_ms": 60000})
+    q_may = submit(d, ["u@may-broken.test"], "broken tls may")
+    o = wait_outcome(d, q_may, "u@may-broken.test", "sent")
+    assert ", tls=" not in o["relay"] and o["relay"].startswith("mx.broken.test[127.0.0.14]"), o
+    m = broken.wait_messages(1)
+    assert [(x.rcpts, x.tls) for x in m] == [(["u@may-broken.test"], False)]
+    assert re.search(r"TLS with mx\.broken\.test\[127\.0\.0\.14\] failed: .*; trying "
+                     r"mx\.broken\.test\[127\.0\.0\.14\] again without TLS", d.log()), d.log()[-2000:]
+    wait_gone(d, q_may)
+    # encrypt: one handshake that fails, no fallback, a deferral with the TLS code.
+    conns = broken.connections
+    q_enc = submit(d, ["u@enc-broken.test"], "broken tls encrypt")
+    o = wait_outcome(d, q_enc, "u@enc-broken.test", "deferred")
+    assert o["dsn"] == "4.7.5" and "TLS with mx.broken.test[127.0.0.14] failed" in o["why"], o
+    assert broken.connections == conns + 1, (broken.connections, conns)
+    assert len(broken.messages) == 1
+    assert "TLS with mx.broken.test[127.0.0.14] failed" in queue(d)[q_enc]["last_error"]
+    assert q_enc in spool_messages(d)
+
+
+def test_connection_failures_defer_with_4_4_x(sinks, ringmaild, tmp_path, dns):
+    """RFC 3463 codes of the connection: nobody listening is 4.4.1 (no
+    answer from host); a connection the server drops at the end of data is
+    4.4.2 (bad connection); a DNS failure is 4.4.3."""
+    s = sinks("mx.dst.test")
+    with s.lock:
+        s.drop_data = 1
+    d = relay_daemon(ringmaild, tmp_path, dns, sinks.port,
+                     limits={"delivery_retry_initial_ms": 60000, "delivery_dead_destination_ms": 0})
+    q1 = submit(d, ["u@dead.test"], "refused")
+    o = wait_outcome(d, q1, "u@dead.test", "deferred")
+    assert o["dsn"] == "4.4.1" and "Connection refused" in o["why"], o
+    q2 = submit(d, ["u@dst.test"], "dropped")
+    o = wait_outcome(d, q2, "u@dst.test", "deferred")
+    assert o["dsn"] == "4.4.2", o
+    q3 = submit(d, ["u@x.slow.test"], "servfail")
+    o = wait_outcome(d, q3, "u@x.slow.test", "deferred")
+    assert o["dsn"] == "4.4.3", o
+    for q in (q1, q2, q3):
+        assert q in spool_messages(d)
 
 
 # ---- connections --------------------------------------------------------------------------------
