@@ -471,6 +471,9 @@ def test_no_bounce_for_null_sender(sinks, ringmaild, tmp_path, dns):
     wait_queue(d, lambda q: q == {}, what="empty queue")
     assert d.stats()["total"]["spool_queued"] == 0
     assert "sender non-delivery notification" not in d.log()
+    # RFC 5321 6.1: dropped, and the log says so for each.
+    for q in (q1, q2):
+        assert "%s: undeliverable message from the null sender dropped, no report" % q in d.log()
     assert snd.messages == [] and snd.connections == 0 and s.messages == []
 
 
