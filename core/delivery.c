@@ -44,6 +44,7 @@
 #define DEST_HASH_BUCKETS 1024
 #define DEST_RES_MIN_MS 1000		/* DNS results are kept at least this long */
 #define REASON_BYTES_MAX RM_SMTP_OUT_TEXT_MAX
+#define JOB_RESENDS_MAX 3		/* dead idle connections a job may meet before it defers */
 
 enum outcome { OUT_PENDING = 0, OUT_SENT, OUT_BOUNCED, OUT_DEFERRED };
 
@@ -110,6 +111,7 @@ struct job {
 	struct dest *d;
 	unsigned cand_next;		/* the candidate its next connection goes to */
 	bool plaintext;			/* TLS failed there under "may": this connection goes without */
+	unsigned resends;		/* times a dead idle connection handed it back unsent */
 	struct rm_smtp_out_job oj;
 };
 
@@ -721,7 +723,12 @@ static void link_closed(struct rm_smtp_out *o, struct rm_smtp_out_job *oj, const
 	if (j != NULL) {
 		const char *status = rm_smtp_out_status(o);
 
-		if (before_ready && rm_smtp_out_tls_failed(o) && !j->plaintext) {
+		if (!before_ready && rm_smtp_out_job_unsent(o) && j->resends < JOB_RESENDS_MAX) {
+			/* An idle connection the server had dropped: nothing was sent, a new one takes it. */
+			rm_debug(0, "delivery: %s; the job goes on another connection", why);
+			j->resends++;
+			enqueue(d, j, true);
+		} else if (before_ready && rm_smtp_out_tls_failed(o) && !j->plaintext) {
 			/* Opportunistic TLS that failed does not stop delivery: the same host in plaintext. */
 			rm_info(0, "delivery: %s; trying %s again without TLS", why, rm_smtp_out_peer(o));
 			j->plaintext = true;

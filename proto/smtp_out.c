@@ -44,6 +44,7 @@ enum out_state {
 	OS_CONTENT,		/* sending content */
 	OS_END,			/* waiting for the reply to the end of data */
 	OS_RSET,
+	OS_PROBE,		/* RSET on a connection taken from idle, before MAIL */
 	OS_QUIT,
 	OS_CLOSED,
 };
@@ -65,6 +66,11 @@ struct rm_smtp_out {
 	char why[RM_SMTP_OUT_TEXT_MAX];	/* what ended the connection */
 	char status[12];		/* its RFC 3463 code, "" until known */
 	bool tls_failed;		/* the handshake failed under "may" */
+	bool handoff;			/* inside job_done: the next job follows at once */
+	bool probing;			/* the job's RSET probe has not been answered: nothing of it sent */
+	uint32_t transactions;		/* jobs finished on this connection */
+	uint8_t mail_cmd[RM_SMTP_CLIENT_CMD_BYTES_MAX];	/* MAIL, held behind an unpipelined probe */
+	ssize_t mail_cmd_len;
 	enum rm_tls_policy tls;
 	char tls_ca[256];
 	char auth_user[256];
@@ -248,6 +254,7 @@ static void job_finished(struct rm_smtp_out *o, bool clean)
 	uint8_t buf[64];
 
 	o->job = NULL;
+	o->transactions++;
 	if (!clean) {
 		send_cmd(o, buf, rm_smtp_write_rset(buf, sizeof(buf)));
 		expect(o, OS_RSET, o->timeout_ms);
@@ -255,9 +262,12 @@ static void job_finished(struct rm_smtp_out *o, bool clean)
 		o->state = OS_IDLE;
 		rm_conn_timer(o->c, 0);
 	}
+	/* A job started from these callbacks follows at once: the connection was never idle. */
+	o->handoff = true;
 	o->ops->job_done(o, job, o->arg);
 	if (clean && o->state == OS_IDLE && o->job == NULL)
 		o->ops->ready(o, o->arg);
+	o->handoff = false;
 }
 
 static void send_rcpt(struct rm_smtp_out *o, uint32_t i)
@@ -502,6 +512,19 @@ static void on_reply(struct rm_smtp_out *o, const struct rm_smtp_server_reply *r
 				set_result(o, i, r);
 		job_finished(o, cls == 2 && !o->skip_rest);
 		return;
+	case OS_PROBE:
+		if (cls != 2) {
+			/* The job stays unsent (probing): the caller gives it another connection. */
+			end_status_reply(o, r, "4.4.2");
+			said(o, r, text, sizeof(text));
+			fail_conn(o, "RSET refused: %s", text);
+			return;
+		}
+		o->probing = false;
+		if (!o->pipelining)
+			send_cmd(o, o->mail_cmd, o->mail_cmd_len);
+		expect(o, OS_MAIL, o->timeout_ms);
+		return;
 	case OS_RSET:
 		if (cls != 2) {
 			said(o, r, text, sizeof(text));
@@ -576,13 +599,24 @@ int rm_smtp_out_start(struct rm_smtp_out *o, struct rm_smtp_out_job *job)
 	o->rcpt_accepted = 0;
 	o->skip_rest = false;
 	o->offset = 0;
-	send_cmd(o, buf, rm_smtp_write_mail(buf, sizeof(buf), &m, &o->ehlo));
+	/*
+	 * A connection that sat idle may have been dropped by the server
+	 * meanwhile: RSET first, as Postfix checks a cached session, so that a
+	 * dead one costs a new connection, not a deferral (rm_smtp_out_job_unsent).
+	 * Pipelined, it goes in the same write as MAIL.
+	 */
+	o->probing = !o->handoff && o->transactions > 0;
+	o->mail_cmd_len = rm_smtp_write_mail(o->mail_cmd, sizeof(o->mail_cmd), &m, &o->ehlo);
+	if (o->probing)
+		send_cmd(o, buf, rm_smtp_write_rset(buf, sizeof(buf)));
+	if (!o->probing || o->pipelining)
+		send_cmd(o, o->mail_cmd, o->mail_cmd_len);
 	if (o->pipelining) {
 		for (uint32_t i = 0; i < job->count; i++)
 			send_rcpt(o, i);
 		send_data_cmd(o);
 	}
-	expect(o, OS_MAIL, o->timeout_ms);
+	expect(o, o->probing ? OS_PROBE : OS_MAIL, o->timeout_ms);
 	return 0;
 }
 
@@ -617,6 +651,11 @@ const char *rm_smtp_out_status(const struct rm_smtp_out *o)
 bool rm_smtp_out_tls_failed(const struct rm_smtp_out *o)
 {
 	return o->tls_failed;
+}
+
+bool rm_smtp_out_job_unsent(const struct rm_smtp_out *o)
+{
+	return o->probing;
 }
 
 /* ---------------------------------------------------------------- engine */

@@ -12,6 +12,7 @@
  *	const char *rm_smtp_out_tls(const struct rm_smtp_out *o);
  *	const char *rm_smtp_out_status(const struct rm_smtp_out *o);
  *	bool rm_smtp_out_tls_failed(const struct rm_smtp_out *o);
+ *	bool rm_smtp_out_job_unsent(const struct rm_smtp_out *o);
  * DESCRIPTION
  *	Drives proto/smtp_client (reply parser, command writers, dot-stuffing)
  *	on an outbound engine connection, for core/delivery.c.  The connection
@@ -53,6 +54,14 @@
  *	EHLO: the server's code in class 4, else 4.4.0), and
  *	rm_smtp_out_tls_failed says the TLS handshake failed under "may", so
  *	the same host may be tried again in plaintext (Postfix does the same).
+ *
+ *	A job started on a connection that was idle (not one started from
+ *	job_done or ready right after the previous job) begins with RSET, as
+ *	Postfix checks a cached session: pipelined in MAIL's write when
+ *	PIPELINING is offered, else alone first.  If the connection fails
+ *	before RSET's 2xx, closed is called with that job and
+ *	rm_smtp_out_job_unsent true: nothing of it was sent, and it may go on
+ *	another connection at once.
  *
  *	Timeouts (RFC 5321 4.5.3.2): p->timeout_ms for each reply but the end
  *	of data's, p->data_timeout_ms for that one.  A connection lives on
@@ -118,5 +127,6 @@ const char *rm_smtp_out_tls(const struct rm_smtp_out *o);
 const char *rm_smtp_out_peer(const struct rm_smtp_out *o);
 const char *rm_smtp_out_status(const struct rm_smtp_out *o);
 bool rm_smtp_out_tls_failed(const struct rm_smtp_out *o);
+bool rm_smtp_out_job_unsent(const struct rm_smtp_out *o);
 
 #endif

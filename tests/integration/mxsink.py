@@ -14,6 +14,7 @@ turns while it runs:
                 open, to count concurrent ones);
   drop_data     close that many connections at the end of data, unanswered;
   tls_cert/key  STARTTLS offered with that certificate;
+  rset_reply    [replies]: the next RSETs get these, one each (then 250);
   tls_ciphers   OpenSSL cipher list, TLS 1.2 at most: "ECDHE-ECDSA-AES128-SHA"
                 (CBC, which ringmail never offers) makes every handshake fail
                 after STARTTLS was accepted;
@@ -73,6 +74,13 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(list(rcpt_options))
         return "250 2.1.5 OK"
+
+    async def handle_RSET(self, server, session, envelope):
+        with self.sink.lock:
+            self.sink.rsets += 1
+            reply = self.sink.rset_reply.pop(0) if self.sink.rset_reply else None
+            self.sink.cond.notify_all()
+        return reply or "250 2.0.0 OK"
 
     async def handle_DATA(self, server, session, envelope):
         sink = self.sink
@@ -160,6 +168,8 @@ class Sink:
         self.refused_greetings = 0
         self.in_data = 0                # ends of data reached (before the reply)
         self.drop_data = 0              # close that many connections at the end of data
+        self.rset_reply = []            # replies for the next RSETs
+        self.rsets = 0
         kw = dict(hostname=host, port=port, server_hostname=name, ident="sink", decode_data=False,
                   enable_SMTPUTF8=True, timeout=60)
         if tls_cert is not None:

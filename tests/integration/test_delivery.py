@@ -630,6 +630,42 @@ def test_connection_reuse(sinks, ringmaild, tmp_path, dns):
         wait_gone(d, q)
 
 
+def test_idle_connection_is_checked_with_rset(sinks, ringmaild, tmp_path, dns):
+    """A connection taken from idle starts its job with RSET (as Postfix
+    checks a cached session); one whose RSET is refused is closed and the
+    job goes out on a new connection at once, never deferred.  A job handed
+    straight from one transaction to the next sends no RSET."""
+    s = sinks("mx.dst.test")
+    d = relay_daemon(ringmaild, tmp_path, dns, sinks.port, workers=1,
+                     limits={"delivery_concurrency_per_destination": 1, "delivery_messages_per_connection": 100,
+                             "delivery_connection_idle_ms": 20000})
+    q1 = submit(d, ["i1@dst.test"], "idle 1")
+    wait_outcome(d, q1, "i1@dst.test", "sent")
+    s.wait(lambda x: x.open_sessions == 1, what="one idle session")
+    q2 = submit(d, ["i2@dst.test"], "idle 2")
+    wait_outcome(d, q2, "i2@dst.test", "sent")
+    assert s.connections == 1 and s.rsets == 1, (s.connections, s.rsets)
+    with s.lock:
+        s.rset_reply = ["421 4.4.2 idle too long"]
+    q3 = submit(d, ["i3@dst.test"], "idle 3")
+    o = wait_outcome(d, q3, "i3@dst.test", "sent")
+    assert o["dsn"] == "2.0.0", o
+    assert [x["status"] for x in outcomes(d, q3)] == ["sent"], outcomes(d, q3)
+    assert s.connections == 2 and s.rsets == 2, (s.connections, s.rsets)
+    assert sorted(m.rcpts[0] for m in s.wait_messages(3)) == ["i1@dst.test", "i2@dst.test", "i3@dst.test"]
+    # A burst on one connection: jobs follow one another without RSET.
+    rsets = s.rsets
+    with SmtpConn(d.port("mx")) as c:
+        c.ehlo()
+        burst = [submit(d, ["b%d@dst.test" % i], "burst %d" % i, conn=c) for i in range(6)]
+    for i, q in enumerate(burst):
+        wait_outcome(d, q, "b%d@dst.test" % i, "sent")
+    assert s.connections == 2, s.connections
+    assert s.rsets - rsets < 6, (s.rsets, rsets)
+    for q in [q1, q2, q3] + burst:
+        wait_gone(d, q)
+
+
 def test_concurrency_per_destination(sinks, ringmaild, tmp_path, dns):
     """A sink that holds each end of data for a while: never more sessions
     at once than limits.delivery_concurrency_per_destination."""
