@@ -575,6 +575,13 @@ static int transport_write(struct rm_conn *c, const void *data, size_t len)
 	return rc;
 }
 
+void rm_conn_want_writable(struct rm_conn *c)
+{
+	c->flags |= RM_CF_WANT_WRITABLE;
+	if (c->out_bytes == 0)
+		defer(c, 0);	/* nothing in flight will complete to report it */
+}
+
 int rm_conn_write(struct rm_conn *c, const void *data, size_t len)
 {
 	if (c->transport != NULL)

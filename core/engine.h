@@ -191,6 +191,9 @@ int rm_conn_write(struct rm_conn *c, const void *data, size_t len);
 int rm_conn_send_rx(struct rm_conn *c, const struct rm_rx *rx, size_t offset, size_t len);
 int rm_conn_send_static(struct rm_conn *c, const void *data, size_t len);
 size_t rm_conn_output_room(const struct rm_conn *c);
+/* on_writable once queued output has drained, though no write was refused: a
+ * producer that stops itself below some room (streaming a file) resumes then. */
+void rm_conn_want_writable(struct rm_conn *c);
 void rm_conn_close(struct rm_conn *c);		/* after queued output is sent */
 void rm_conn_abort(struct rm_conn *c, int err);	/* now, output dropped */
 void rm_conn_resume(struct rm_conn *c);		/* re-offer held input */

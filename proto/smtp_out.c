@@ -358,6 +358,9 @@ static void feed_content(struct rm_smtp_out *o)
 			return;
 		}
 	}
+	/* Stopped for room, not refused by a write: nothing else would call on_writable. */
+	if (o->state == OS_CONTENT)
+		rm_conn_want_writable(o->c);
 }
 
 /* One complete reply, in the state that waited for it. */

@@ -607,6 +607,28 @@ def test_connection_failures_defer_with_4_4_x(sinks, ringmaild, tmp_path, dns):
         assert q in spool_messages(d)
 
 
+def test_large_messages_over_tls_and_plaintext(sinks, ringmaild, tmp_path, dns):
+    """Content several times limits.output_bytes_max, dot-stuffed DATA over
+    TLS and in plaintext: every byte arrives (the content pump resumes each
+    time output drains; it once stalled after output_bytes_max - 32 KiB)."""
+    ca, crt, key = make_ca_and_leaf(tmp_path, "mx.tls.test")
+    plain = sinks("mx.plain.test")
+    tls = sinks("mx.tls.test", tls_cert=crt, tls_key=key)
+    d = relay_daemon(ringmaild, tmp_path, dns, sinks.port, limits={"output_bytes_max": 65536})
+    line = b".a line that starts with a dot, and more text to make it long enough\r\n"
+    body = line * ((1300 << 10) // len(line) + 1)
+    assert len(body) > 1 << 20
+    qids = {dom: submit(d, ["big@" + dom], content=content_of("big " + dom, body))
+            for dom in ("may-plain.test", "may-tls.test")}
+    for dom, q in qids.items():
+        o = wait_outcome(d, q, "big@" + dom, "sent", timeout=60)
+        assert (", tls=" in o["relay"]) == (dom == "may-tls.test"), o
+    for sink, dom in ((plain, "may-plain.test"), (tls, "may-tls.test")):
+        m, = sink.wait_messages(1)
+        assert m.rcpts == ["big@" + dom] and m.tls == (dom == "may-tls.test")
+        assert strip_received(m.content) == content_of("big " + dom, body)
+
+
 # ---- connections --------------------------------------------------------------------------------
 
 def test_connection_reuse(sinks, ringmaild, tmp_path, dns):
