@@ -355,6 +355,7 @@ static const struct limit_rule {
 	{ "connections_per_worker", offsetof(struct rm_limits, connections_per_worker), 16, 1048576, false },
 	{ "buffers_per_worker", offsetof(struct rm_limits, buffers_per_worker), 16, 32768, true },
 	{ "buffer_size_bytes", offsetof(struct rm_limits, buffer_size_bytes), 512, 65536, false },
+	{ "buffers_ring_window", offsetof(struct rm_limits, buffers_ring_window), 16, 32768, false },
 	{ "write_blocks_per_worker", offsetof(struct rm_limits, write_blocks_per_worker), 16, 1048576, false },
 	{ "output_bytes_max", offsetof(struct rm_limits, output_bytes_max), 4096, 67108864, false },
 	{ "line_length_max", offsetof(struct rm_limits, line_length_max), 64, 65536, false },
@@ -411,7 +412,7 @@ static const struct limit_rule {
 	{ "dns_ttl_max_ms", offsetof(struct rm_limits, dns_ttl_max_ms), 0, 86400000, false },
 };
 
-#define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, " \
+#define RM_LIMITS_KNOWN "connections_per_worker, buffers_per_worker, buffer_size_bytes, buffers_ring_window, " \
 	"write_blocks_per_worker, output_bytes_max, line_length_max, idle_timeout_ms, " \
 	"connect_timeout_ms, shutdown_timeout_ms, listen_backlog, spool_segment_bytes_max, " \
 	"spool_buffer_bytes, spool_commit_interval_ms, spool_commit_batch_max, spool_messages_max, " \
@@ -1588,6 +1589,7 @@ void rm_config_defaults(struct rm_config *cfg)
 	cfg->limits = (struct rm_limits) {
 		.connections_per_worker = 16384,
 		.buffers_per_worker = 4096,
+		.buffers_ring_window = 256,
 		.buffer_size_bytes = 4096,
 		.write_blocks_per_worker = 8192,
 		.output_bytes_max = 262144,

@@ -82,6 +82,7 @@ struct rm_listener_config {
 struct rm_limits {
 	uint32_t connections_per_worker;	/* preallocated slots */
 	uint32_t buffers_per_worker;		/* provided-buffer ring entries, power of 2 */
+	uint32_t buffers_ring_window;		/* of them in the kernel's ring at start; grows on starvation */
 	uint32_t buffer_size_bytes;		/* each provided buffer */
 	uint32_t write_blocks_per_worker;	/* 4 KiB blocks for copied output */
 	uint32_t output_bytes_max;		/* queued output per connection */

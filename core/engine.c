@@ -1083,6 +1083,9 @@ static void run_deferred(struct rm_worker *w)
 
 static void rearm_starved(struct rm_worker *w)
 {
+	/* Recvs found the ring empty since the last round: more buffers go into it. */
+	if (w->starved.head != NULL)
+		rm_bufring_grow(&w->bufs);
 	for (unsigned n = 0; n < RM_STARVED_REARM_MAX && w->starved.head != NULL && w->bufs.free > 0; n++) {
 		struct rm_conn *c = fifo_pop(&w->starved);
 
@@ -1800,12 +1803,13 @@ static void setup_buffers(struct rm_worker *w)
 	struct io_uring_buf_reg reg;
 	struct io_uring_buf_ring *ring;
 	uint8_t *base;
-	uint16_t *refs;
+	uint16_t *refs, *spare;
 	int ret;
 
 	ring = map_zeroed((size_t)w->buf_count * sizeof(struct io_uring_buf), "buffer ring", w->index);
 	base = map_zeroed((size_t)w->buf_count * w->buf_size, "receive buffers", w->index);
 	refs = map_zeroed((size_t)w->buf_count * sizeof(uint16_t), "buffer references", w->index);
+	spare = map_zeroed((size_t)w->buf_count * sizeof(uint16_t), "spare buffer stack", w->index);
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (uint64_t)(uintptr_t)ring;
 	reg.ring_entries = w->buf_count;
@@ -1814,7 +1818,9 @@ static void setup_buffers(struct rm_worker *w)
 	if (ret < 0)
 		rm_fatal("worker %u: io_uring_register_buf_ring: %s (kernel 5.19 or later needed)",
 			 w->index, strerror(-ret));
-	rm_bufring_init(&w->bufs, ring, base, refs, w->buf_count, w->buf_size);
+	rm_bufring_init_window(&w->bufs, ring, base, refs, spare, w->buf_count, w->buf_size,
+			       w->buf_count < w->cfg->limits.buffers_ring_window ? w->buf_count
+			       : w->cfg->limits.buffers_ring_window);
 	atomic_store_explicit(&w->stats.buffers_free, w->bufs.free, memory_order_relaxed);
 }
 
