@@ -798,6 +798,22 @@ static struct bounce *delay_notice_make(struct worker_delivery *wd, struct attem
 					uint32_t n);
 static void bounce_spool(struct bounce *b);
 
+/*
+ * A mark that the spool could not write (it failed, -EIO / -ENOSPC, or no
+ * memory): the message stays in delivery until a restart, which delivers it
+ * again; never lost, and logged.
+ */
+static void mark_checked(const struct rm_queue_entry *e, int rc, const char *what)
+{
+	char id[RM_QUEUE_ID_TEXT_BYTES];
+
+	if (rc == 0)
+		return;
+	rm_queue_id_format(e->qid, id);
+	rm_error(0, "%s: cannot mark %s in the spool: %s; it is tried again after a restart", id, what,
+		 strerror(-rc));
+}
+
 static void retry_policy(const struct rm_config *cfg, struct rm_retry_policy *p)
 {
 	*p = (struct rm_retry_policy){
@@ -844,7 +860,8 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 		free(sent);
 		free(bounced);
 		free(deferred);
-		rm_spool_mark_deferred(a->sp, e, now + cfg->limits.delivery_retry_initial_ms, "out of memory");
+		mark_checked(e, rm_spool_mark_deferred(a->sp, e, now + cfg->limits.delivery_retry_initial_ms,
+						       "out of memory"), "deferred");
 		goto done;
 	}
 	for (uint32_t i = 0; i < total; i++) {
@@ -888,7 +905,7 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 	}
 	/* Pending recipients (bounced, deferred) keep the entry alive through this mark. */
 	if (nsent > 0)
-		rm_spool_mark_delivered(a->sp, e, sent, nsent);
+		mark_checked(e, rm_spool_mark_delivered(a->sp, e, sent, nsent), "delivered");
 	if (nbounce > 0) {
 		/*
 		 * The bounced recipients are marked once their report is durable
@@ -902,7 +919,8 @@ static void attempt_finish(struct worker_delivery *wd, struct attempt *a)
 		if (b != NULL)
 			bounce_spool(b);
 	} else if (ndefer > 0) {
-		rm_spool_mark_deferred(a->sp, e, v.next_attempt_ms, defer_why != NULL ? defer_why : "");
+		mark_checked(e, rm_spool_mark_deferred(a->sp, e, v.next_attempt_ms, defer_why != NULL ? defer_why : ""),
+			     "deferred");
 	}
 	free(sent);
 	free(bounced);
@@ -955,7 +973,7 @@ static void attempt_start(struct worker_delivery *wd, struct rm_queue_entry *e)
 		}
 		free(a);
 		free(dests);
-		rm_spool_mark_deferred(wd->sp, e, unix_ms() + 60000, "out of memory");
+		mark_checked(e, rm_spool_mark_deferred(wd->sp, e, unix_ms() + 60000, "out of memory"), "deferred");
 		return;
 	}
 	a->e = e;
@@ -1127,13 +1145,15 @@ static void bounce_marks(struct bounce *b, bool report_queued)
 	if (b->notice) {
 		/* Nothing to mark: the message was marked deferred when the notice was made. */
 	} else if (report_queued || !b->send) {
-		rm_spool_mark_bounced(b->sp, b->e, b->idx, b->n, b->reason);
+		mark_checked(b->e, rm_spool_mark_bounced(b->sp, b->e, b->idx, b->n, b->reason), "bounced");
 		if (b->defer)
-			rm_spool_mark_deferred(b->sp, b->e, b->next_attempt_ms, b->defer_why != NULL ? b->defer_why : "");
+			mark_checked(b->e, rm_spool_mark_deferred(b->sp, b->e, b->next_attempt_ms,
+								  b->defer_why != NULL ? b->defer_why : ""), "deferred");
 	} else {
 		/* The report could not be queued: everything is tried again later. */
-		rm_spool_mark_deferred(b->sp, b->e, unix_ms() + cfg_of(b->wd)->limits.delivery_retry_initial_ms,
-				       "bounce report not queued");
+		mark_checked(b->e, rm_spool_mark_deferred(b->sp, b->e, unix_ms() +
+							  cfg_of(b->wd)->limits.delivery_retry_initial_ms,
+							  "bounce report not queued"), "deferred");
 	}
 	free(b->idx);
 	free(b->reason);
@@ -1296,7 +1316,7 @@ static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a,
 
 	if (b == NULL) {
 		free(idx);
-		rm_spool_mark_deferred(a->sp, e, unix_ms() + 60000, "out of memory");
+		mark_checked(e, rm_spool_mark_deferred(a->sp, e, unix_ms() + 60000, "out of memory"), "deferred");
 		return NULL;
 	}
 	b->wd = wd;

@@ -147,6 +147,9 @@ struct rm_spool {
 	struct waiter *begin_waiters_spare;	/* swapped in while the others are called */
 	uint32_t begin_wait_count;
 	struct rm_worker_timer commit_timer;
+	/* status records that found both buffers busy, oldest first (see put_status) */
+	struct pending_mark *marks_head, *marks_tail;
+	uint32_t marks_pending;
 	/* queue */
 	struct rm_queue_entry **hash;
 	uint32_t hash_mask;
@@ -744,6 +747,7 @@ static void stage_reset(struct stage *f)
 }
 
 static void flight_done(struct rm_spool *sp);
+static void drain_marks(struct rm_spool *sp);
 
 static void file_op_done(struct rm_spool *sp, int res, const char *op)
 {
@@ -927,8 +931,9 @@ static void flight_done(struct rm_spool *sp)
 	}
 	stage_reset(f);
 	sp->completing = false;
+	drain_marks(sp);
 	/* A full fill buffer goes out now even without commits: appenders wait for it. */
-	if (sp->fill->used > 0 && (sp->fill->commit_count > 0 || sp->fill->marks ||
+	if (sp->flight == NULL && sp->fill->used > 0 && (sp->fill->commit_count > 0 || sp->fill->marks ||
 				   sp->fill->used + RM_SPOOL_RECORD_BYTES_MIN * 2 > sp->fill->cap ||
 				   sp->wait_head != NULL))
 		seal_and_submit(sp);
@@ -1356,6 +1361,54 @@ ssize_t rm_spool_read(struct rm_spool *sp, const struct rm_queue_entry *e, uint6
 }
 
 /* Append a status record built by encode() into the fill buffer. */
+/*
+ * A status record that waits for room: marks come from delivery, which has
+ * nothing to wait with and must not lose them, so instead of -EAGAIN the
+ * record is kept here and written, in order, at the next completion
+ * (drain_marks).  Bounded by what is in delivery (a mark per attempt's
+ * outcome, limits.delivery_in_flight_max attempts).
+ */
+struct pending_mark {
+	struct pending_mark *next;
+	size_t len;
+	uint8_t rec[];
+};
+
+static int put_record(struct rm_spool *sp, const uint8_t *rec, size_t len)
+{
+	struct stage *f;
+	int rc = make_room(sp, len);
+
+	if (rc < 0)
+		return rc;
+	f = sp->fill;
+	memcpy(f->buf + f->used, rec, len);
+	f->used += len;
+	f->marks = true;
+	return 0;
+}
+
+/*
+ * The kept status records into the fill buffer, oldest first, while there
+ * is room (from flight_done, which then seals the fill buffer for them; a
+ * full one may already have gone out through make_room).
+ */
+static void drain_marks(struct rm_spool *sp)
+{
+	for (uint32_t guard = sp->marks_pending; sp->marks_head != NULL && guard > 0; guard--) {
+		struct pending_mark *pm = sp->marks_head;
+
+		close_data(sp, sp->fill);
+		if (put_record(sp, pm->rec, pm->len) < 0)
+			break;
+		sp->marks_head = pm->next;
+		if (sp->marks_head == NULL)
+			sp->marks_tail = NULL;
+		sp->marks_pending--;
+		free(pm);
+	}
+}
+
 static int put_status(struct rm_spool *sp, size_t need,
 		      ssize_t (*encode)(uint8_t *buf, size_t cap, const void *ctx), const void *ctx)
 {
@@ -1364,7 +1417,28 @@ static int put_status(struct rm_spool *sp, size_t need,
 	int rc;
 
 	close_data(sp, sp->fill);
-	rc = make_room(sp, need);
+	/* Behind kept records, or without room: kept too, so that records stay in order. */
+	rc = sp->marks_head != NULL ? -EAGAIN : make_room(sp, need);
+	if (rc == -EAGAIN) {
+		struct pending_mark *pm = malloc(sizeof(*pm) + need);
+
+		if (pm == NULL)
+			return -ENOMEM;
+		len = encode(pm->rec, need, ctx);
+		if (len < 0) {
+			free(pm);
+			return (int)len;
+		}
+		pm->len = (size_t)len;
+		pm->next = NULL;
+		if (sp->marks_tail != NULL)
+			sp->marks_tail->next = pm;
+		else
+			sp->marks_head = pm;
+		sp->marks_tail = pm;
+		sp->marks_pending++;
+		return 0;
+	}
 	if (rc < 0)
 		return rc;
 	f = sp->fill;
@@ -1896,5 +1970,12 @@ void rm_spool_close(struct rm_spool *sp)
 	free(sp->hops);
 	free(sp->begin_waiters);
 	free(sp->begin_waiters_spare);
+	/* Kept marks not written: like a mark before its sync, forgotten (delivered again at worst). */
+	for (uint32_t guard = sp->marks_pending; sp->marks_head != NULL && guard > 0; guard--) {
+		struct pending_mark *pm = sp->marks_head;
+
+		sp->marks_head = pm->next;
+		free(pm);
+	}
 	free(sp);
 }

@@ -80,7 +80,10 @@
  *	index until a mark puts it back) and by queue id.  Marks append status
  *	records (durable with the next group: a crash before that sync forgets
  *	the mark, so a message may be delivered twice or a deletion undone, never
- *	a message lost); rm_spool_delete says -EBUSY for a message in delivery;
+ *	a message lost).  A mark never says -EAGAIN: when both buffers are busy
+ *	its record is kept in memory, in order, and written after the flight in
+ *	progress; it fails only when the spool cannot write (-EIO, -ENOSPC) or
+ *	without memory, and then changes nothing.  rm_spool_delete says -EBUSY for a message in delivery;
  *	a message whose recipients are
  *	all delivered or bounced, or that is deleted, leaves the queue, and a
  *	segment is deleted once it is not the current one and no queued or

@@ -2041,6 +2041,79 @@ static void test_next_hop_index(void **state)
 	run_isolated("next_hop_index", body_hops);
 }
 
+/* ===== a mark while both buffers are busy: kept and written, never refused ====================== */
+
+/*
+ * BUG: a mark made while one buffer was being written and the other was
+ * full said -EAGAIN, which delivery (having nothing to wait with) ignored:
+ * the message was delivered but stayed "being delivered" for good.
+ */
+static void marks_busy_start(struct sc *sc)
+{
+	CHECK_INT(tm_begin(&sc->msgs[0]), ==, 0);
+	tm_pump(&sc->msgs[0]);
+}
+
+static void marks_busy_step(struct sc *sc)
+{
+	struct tmsg *c = &sc->msgs[0], *b = &sc->msgs[1];
+	const uint32_t first = 0;
+	struct rm_queue_entry *e;
+
+	if (sc->phase == 0) {
+		if (c->done_calls == 0)
+			return;
+		check_acked(c);
+		e = rm_queue_next_due(sc->sp, now_unix_ms());
+		CHECK(e != NULL && e->qid == c->qid);
+		/* B fills the fill buffer while the first one is written: both busy. */
+		CHECK_INT(tm_begin(b), ==, 0);
+		tm_pump(b);
+		CHECK(b->waiting && b->sent < b->len);
+		CHECK_INT(rm_spool_mark_delivered(sc->sp, e, &first, 1), ==, 0);
+		CHECK(rm_queue_find(sc->sp, c->qid) == NULL);
+		sc->phase = 1;
+		return;
+	}
+	if (b->done_calls == 0)
+		return;
+	/* B's commit is durable after the flight that took the kept mark. */
+	check_acked(b);
+	sc->finished = true;
+}
+
+static void marks_busy_recovered_step(struct sc *sc)
+{
+	CHECK(rm_queue_find(sc->sp, sc->msgs[0].qid) == NULL);
+	CHECK_INT(rm_queue_count(sc->sp), ==, 1);
+	verify_entry(sc, &sc->msgs[1]);
+	sc->finished = true;
+}
+
+static void body_marks_busy(void)
+{
+	struct sc *sc = calloc(1, sizeof(*sc));
+
+	sc_init(sc);
+	tm_new(sc, 1000, 1);			/* C: committed, then delivered */
+	tm_new(sc, 3 * 2 * MIB, 1);		/* B: more than both buffers */
+	sc->start = marks_busy_start;
+	sc->step = marks_busy_step;
+	run_daemon(sc);
+	if (FAILED())
+		goto out;
+	sc_next_run(sc, NULL, marks_busy_recovered_step);
+	run_daemon(sc);
+out:
+	sc_free(sc);
+	free(sc);
+}
+
+static void test_mark_while_buffers_busy(void **state)
+{
+	run_isolated("mark_while_buffers_busy (BUG: -EAGAIN ignored, message stuck in delivery)", body_marks_busy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2057,6 +2130,7 @@ int main(void)
 		cmocka_unit_test(test_null_sender_null_pointer),
 		cmocka_unit_test(test_defer_message_in_due_index),
 		cmocka_unit_test(test_next_hop_index),
+		cmocka_unit_test(test_mark_while_buffers_busy),
 	};
 
 	shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
