@@ -59,7 +59,6 @@ struct attempt {
 	char (*status)[12];		/* per recipient: the enhanced status code, "" until known */
 };
 
-enum dest_kind { DK_MX = 0, DK_HOST };
 enum dest_res { DR_NONE = 0, DR_RESOLVING, DR_READY, DR_FAILED };
 
 struct cand {
@@ -74,7 +73,7 @@ struct link;
 struct dest {
 	struct dest *hash_next;
 	char key[RM_ROUTE_KEY_BYTES];
-	enum dest_kind kind;
+	enum rm_route_kind kind;
 	char name[RM_DNS_NAME_TEXT_MAX + 1];
 	uint16_t port;
 	enum rm_tls_policy tls;
@@ -238,7 +237,7 @@ static struct dest *route(struct worker_delivery *wd, const char *addr)
 		return NULL;
 	snprintf(d->key, sizeof(d->key), "%s", r.key);
 	snprintf(d->name, sizeof(d->name), "%s", r.name);
-	d->kind = r.kind == RM_ROUTE_MX ? DK_MX : DK_HOST;
+	d->kind = r.kind;
 	d->port = r.port;
 	d->smarthost = r.smarthost;
 	d->tls = r.tls;
@@ -426,21 +425,22 @@ static void mx_done(void *arg, int status, const uint8_t *answer, size_t len)
 static void resolve(struct worker_delivery *wd, struct dest *d)
 {
 	uint8_t ip[16];
+	int family;
 
 	d->res = DR_RESOLVING;
 	d->res_why[0] = '\0';
 	d->res_ttl_s = UINT32_MAX;
 	d->cand_count = 0;
-	if (d->kind == DK_HOST && (inet_pton(AF_INET, d->name, ip) == 1 || inet_pton(AF_INET6, d->name, ip) == 1)) {
-		bool v4 = inet_pton(AF_INET, d->name, ip) == 1;
-
-		cand_set(&d->cand[0], d->name, v4 ? AF_INET : AF_INET6, ip, d->port);
+	family = d->kind != RM_ROUTE_HOST ? 0 : inet_pton(AF_INET, d->name, ip) == 1 ? AF_INET
+	       : inet_pton(AF_INET6, d->name, ip) == 1 ? AF_INET6 : 0;
+	if (family != 0) {
+		cand_set(&d->cand[0], d->name, family, ip, d->port);
 		d->cand_count = 1;
 		d->res = DR_READY;
 		d->res_expires_ms = UINT64_MAX;	/* an address does not expire */
 		return;
 	}
-	if (d->kind == DK_HOST) {
+	if (d->kind == RM_ROUTE_HOST) {
 		d->mx_count = 1;
 		memset(&d->mx[0], 0, sizeof(d->mx[0]));
 		snprintf(d->mx[0].name, sizeof(d->mx[0].name), "%s", d->name);
@@ -1307,11 +1307,37 @@ fail:
 	return NULL;
 }
 
+/* RFC 3461: a report of action when any of the recipients idx allows it (never to <>). */
+static bool report_wanted(const struct rm_queue_entry *e, const uint32_t *idx, uint32_t n, enum rm_dsn_action action)
+{
+	/* No NOTIFY: failures are reported, and delays too (RFC 3461 4.1 leaves it to us; Postfix does). */
+	for (uint32_t k = 0; k < n; k++)
+		if (rm_dsn_should_send((const uint8_t *)e->sender, strlen(e->sender), e->rcpts[idx[k]].notify, action,
+				       action == RM_DSN_DELAYED))
+			return true;
+	return false;
+}
+
+/* A report about a's message to its sender, with its own copies of what the spooling needs. */
+static struct bounce *report_new(struct worker_delivery *wd, const struct attempt *a)
+{
+	struct bounce *b = calloc(1, sizeof(*b));
+
+	if (b == NULL)
+		return NULL;
+	b->wd = wd;
+	b->sp = a->sp;
+	b->orig_qid = a->e->qid;
+	b->smtputf8 = a->e->smtputf8;
+	b->to = xstrdup_or_null(a->e->sender);
+	return b;
+}
+
 static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a, uint32_t *idx, uint32_t n,
 				  bool defer, uint64_t next_attempt_ms, const char *defer_why)
 {
 	struct rm_queue_entry *e = a->e;
-	struct bounce *b = calloc(1, sizeof(*b));
+	struct bounce *b = report_new(wd, a);
 	bool body_8bit = false;
 
 	if (b == NULL) {
@@ -1319,22 +1345,14 @@ static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a,
 		mark_checked(e, rm_spool_mark_deferred(a->sp, e, unix_ms() + 60000, "out of memory"), "deferred");
 		return NULL;
 	}
-	b->wd = wd;
-	b->sp = a->sp;
 	b->e = e;
-	b->orig_qid = e->qid;
-	b->smtputf8 = e->smtputf8;
-	b->to = xstrdup_or_null(e->sender);
 	b->idx = idx;
 	b->n = n;
 	b->reason = xstrdup_or_null(a->reason[idx[0]] != NULL ? a->reason[idx[0]] : "failed");
 	b->defer = defer;
 	b->next_attempt_ms = next_attempt_ms;
 	b->defer_why = xstrdup_or_null(defer_why);
-	/* RFC 3461: a report when any bounced recipient's NOTIFY asks for one; never to <>. */
-	for (uint32_t k = 0; k < n && !b->send; k++)
-		b->send = rm_dsn_should_send((const uint8_t *)e->sender, strlen(e->sender), e->rcpts[idx[k]].notify,
-					     RM_DSN_FAILED, false);
+	b->send = report_wanted(e, idx, n, RM_DSN_FAILED);
 	if (!b->send && e->sender[0] == '\0') {
 		/* RFC 5321 6.1: a bounce that fails is not bounced again; the log line is all that is left. */
 		char id[RM_QUEUE_ID_TEXT_BYTES];
@@ -1361,29 +1379,20 @@ static struct bounce *bounce_make(struct worker_delivery *wd, struct attempt *a,
 
 /*
  * A delay notice for the deferred recipients idx (RFC 3464, Action:
- * delayed), when one of them allows it: NOTIFY=DELAY, or no NOTIFY at all
- * (RFC 3461 4.1 leaves that to the MTA; Postfix sends one).  It refers to
- * nothing of the entry once made; NULL when none goes.
+ * delayed), when one of them allows it: NOTIFY=DELAY, or no NOTIFY at all.
+ * It refers to nothing of the entry once made; NULL when none goes.
  */
 static struct bounce *delay_notice_make(struct worker_delivery *wd, struct attempt *a, const uint32_t *idx,
 					uint32_t n)
 {
 	const struct rm_queue_entry *e = a->e;
 	struct bounce *b;
-	bool send = false, body_8bit = false;
+	bool body_8bit = false;
 
-	for (uint32_t k = 0; k < n && !send; k++)
-		send = rm_dsn_should_send((const uint8_t *)e->sender, strlen(e->sender), e->rcpts[idx[k]].notify,
-					  RM_DSN_DELAYED, true);
-	if (!send || (b = calloc(1, sizeof(*b))) == NULL)
+	if (!report_wanted(e, idx, n, RM_DSN_DELAYED) || (b = report_new(wd, a)) == NULL)
 		return NULL;
-	b->wd = wd;
-	b->sp = a->sp;
 	b->notice = true;
 	b->send = true;
-	b->orig_qid = e->qid;
-	b->smtputf8 = e->smtputf8;
-	b->to = xstrdup_or_null(e->sender);
 	b->buf = b->to != NULL ? bounce_compose(wd, a, idx, n, RM_DSN_DELAYED, &b->len, &body_8bit) : NULL;
 	if (b->buf == NULL) {
 		char id[RM_QUEUE_ID_TEXT_BYTES];

@@ -181,16 +181,27 @@ static void send_ehlo(struct rm_smtp_out *o, enum out_state st)
 	expect(o, st, o->timeout_ms);
 }
 
+/*
+ * The handshake after STARTTLS failed: refused by either side, or the
+ * connection went during it (a server with no shared cipher or version
+ * alerts and closes): RFC 3463 X.7.5, cryptographic failure, not a lost
+ * connection.  Under "may", delivery tries again without TLS.
+ */
+static void tls_failure(struct rm_smtp_out *o, const char *reason)
+{
+	o->tls_failed = o->tls == RM_TLS_POLICY_MAY;
+	end_status(o, "4.7.5");
+	if (o->why[0] == '\0')
+		snprintf(o->why, sizeof(o->why), "TLS with %s failed: %s", o->peer, reason);
+}
+
 static void tls_done(struct rm_conn *c, int err, void *arg)
 {
 	struct rm_smtp_out *o = arg;
 
 	if (err != 0) {
-		/* RFC 3463 X.7.5: cryptographic failure.  Under "may", delivery tries again without TLS. */
-		o->tls_failed = o->tls == RM_TLS_POLICY_MAY;
-		end_status(o, "4.7.5");
-		fail_conn(o, "TLS with %s failed: %s", o->peer,
-			  err == -EKEYREJECTED ? "certificate not verified" : strerror(-err));
+		tls_failure(o, err == -EKEYREJECTED ? "certificate not verified" : strerror(-err));
+		fail_conn(o, "%s", o->why);
 		return;
 	}
 	o->tls_done = true;
@@ -720,26 +731,12 @@ static void out_timeout(struct rm_conn *c)
 		  : "waiting for a reply");
 }
 
-/*
- * The connection went while the TLS handshake was under way: a server that
- * offered STARTTLS and cannot finish the handshake (no shared cipher or
- * version: it alerts and closes) is a TLS failure, not a lost connection.
- */
-static void tls_handshake_lost(struct rm_smtp_out *o, int err)
-{
-	o->tls_failed = o->tls == RM_TLS_POLICY_MAY;
-	end_status(o, "4.7.5");
-	if (o->why[0] == '\0')
-		snprintf(o->why, sizeof(o->why), "TLS with %s failed: %s during the handshake", o->peer,
-			 err != 0 ? strerror(-err) : "connection closed");
-}
-
 static void out_eof(struct rm_conn *c)
 {
 	struct rm_smtp_out *o = c->session;
 
 	if (o->state == OS_TLS) {
-		tls_handshake_lost(o, 0);
+		tls_failure(o, "connection closed during the handshake");
 		fail_conn(o, "%s", o->why);
 	} else if (o->state != OS_QUIT)
 		fail_conn(o, "%s closed the connection", o->peer);
@@ -756,8 +753,12 @@ static void out_close(struct rm_conn *c, int err)
 	if (o == NULL)
 		return;
 	o->c = NULL;
-	if (o->state == OS_TLS && o->why[0] == '\0')
-		tls_handshake_lost(o, err);
+	if (o->state == OS_TLS && o->why[0] == '\0') {
+		char reason[96];
+
+		snprintf(reason, sizeof(reason), "%s during the handshake", err != 0 ? strerror(-err) : "connection lost");
+		tls_failure(o, reason);
+	}
 	if (o->why[0] == '\0')
 		snprintf(o->why, sizeof(o->why), "%s: connection %s", o->peer,
 			 o->state == OS_QUIT || o->state == OS_CLOSED ? "closed" : err ? strerror(-err) : "lost");
